@@ -1,0 +1,26 @@
+"""napari-iog: three-click object segmentation (Inside-Outside Guidance) for napari.
+
+The models, geometry and predictor import without napari or Qt, so that they run on
+machines that have only torch, numpy and scikit-image.
+"""
+
+from .models import (
+    ARCHITECTURES,
+    CheckpointError,
+    UnknownArchitectureError,
+    build_model,
+    load_model,
+    save_model,
+)
+
+try:
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("napari-iog")
+except PackageNotFoundError:  # a source tree that was not installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "ARCHITECTURES", "CheckpointError", "UnknownArchitectureError", "__version__",
+    "build_model", "load_model", "save_model",
+]

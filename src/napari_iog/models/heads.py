@@ -1,0 +1,170 @@
+"""The heads of IOG and DEXTR: pyramid pooling, CoarseNet, FineNet, the click encoder.
+
+Module and index layouts follow the published checkpoints exactly (see
+``shared/spec/IOG-SPEC.md``): the parameter names are part of the file format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def upsample_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize with ``align_corners=True``: every resize inside IOG and DEXTR uses it."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        # align_corners=True to the same size is the identity; skip the copy.
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+
+class PSPModule(nn.Module):
+    """Pyramid pooling as in PSPNet/DEXTR/IOG.
+
+    ``stages.i`` = (adaptive avg pool to ``size``, 1x1 conv in -> in // 4, BN, ReLU), each
+    upsampled back; the four stages and the input are concatenated (2 x in channels) and go
+    through ``bottleneck`` (1x1 conv -> out, BN, ReLU) and then one more ReLU, which the
+    published code applies and which is kept for equality. ``final`` (DEXTR only) is a 1x1
+    conv with bias to ``n_classes``.
+    """
+
+    def __init__(self, in_features: int, out_features: int = 512,
+                 sizes: Sequence[int] = (1, 2, 3, 6), n_classes: int | None = None):
+        super().__init__()
+        self.stages = nn.ModuleList(
+            nn.Sequential(
+                nn.AdaptiveAvgPool2d((size, size)),
+                nn.Conv2d(in_features, in_features // 4, 1, bias=False),
+                nn.BatchNorm2d(in_features // 4),
+                nn.ReLU(inplace=True),
+            )
+            for size in sizes
+        )
+        concat = in_features // 4 * len(sizes) + in_features
+        self.bottleneck = nn.Sequential(
+            nn.Conv2d(concat, out_features, 1, bias=False),
+            nn.BatchNorm2d(out_features),
+            nn.ReLU(inplace=True),
+        )
+        self.relu = nn.ReLU()
+        self.final = nn.Conv2d(out_features, n_classes, 1) if n_classes else None
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        size = tuple(feats.shape[-2:])
+        priors = [upsample_to(stage(feats), size) for stage in self.stages]
+        priors.append(feats)
+        out = self.relu(self.bottleneck(torch.cat(priors, 1)))
+        return out if self.final is None else self.final(out)
+
+
+class CoarseNet(nn.Module):
+    """IOG's CoarseNet: a cascaded-pyramid "global net" over [psp, layer3, layer2, layer1].
+
+    f0 = lateral0(psp); f1 = lateral1(layer3) + f0 (both at 1/16, so no upsampling);
+    f2 = lateral2(layer2) + upsamples.1(f1); f3 = lateral3(layer1) + upsamples.2(f2).
+    ``upsamples.0`` exists in the published weights and is never used; it is kept so they
+    load strictly.
+    """
+
+    def __init__(self, channel_settings: Sequence[int], channels: int = 256):
+        super().__init__()
+        self.laterals = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, channels, 1, bias=False), nn.BatchNorm2d(channels),
+                          nn.ReLU(inplace=True))
+            for c in channel_settings
+        )
+        self.upsamples = nn.ModuleList(
+            nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
+                          nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels))
+            for _ in range(len(channel_settings) - 1)
+        )
+        self.predict = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(channels, channels, 1, bias=False),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(channels, 1, 3, padding=1, bias=False),
+                nn.Identity(),  # index 4: the published upsample to the output size
+                nn.BatchNorm2d(1),
+            )
+            for _ in channel_settings
+        )
+
+    def forward(self, feats: Sequence[torch.Tensor], out_size: tuple[int, int]
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        f0 = self.laterals[0](feats[0])
+        f1 = self.laterals[1](feats[1]) + f0
+        f2 = self.laterals[2](feats[2]) + self.upsamples[1](f1)
+        f3 = self.laterals[3](feats[3]) + self.upsamples[2](f2)
+        fms = [f0, f1, f2, f3]
+        outs = [self._predict(head, f, out_size) for head, f in zip(self.predict, fms)]
+        return fms, outs
+
+    @staticmethod
+    def _predict(head: nn.Sequential, f: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+        x = head[3](head[2](head[1](head[0](f))))
+        return head[5](upsample_to(x, out_size))
+
+
+class FineBottleneck(nn.Module):
+    """CPN's refine-net bottleneck: 1x1 -> 3x3 -> 1x1 (expansion 2), always with a projection."""
+
+    expansion = 2
+
+    def __init__(self, inplanes: int, planes: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 2, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 2)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes * 2, 1, bias=False),
+                                        nn.BatchNorm2d(planes * 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + self.downsample(x))
+
+
+class FineNet(nn.Module):
+    """IOG's FineNet: ``cascade.i`` = (3 - i) bottlenecks then an upsample to the output size;
+    the four are concatenated and ``final_predict`` = (bottleneck 4C -> C, 3x3 conv -> 1, BN)."""
+
+    def __init__(self, channels: int = 256, levels: int = 4):
+        super().__init__()
+        planes = channels // FineBottleneck.expansion
+        self.cascade = nn.ModuleList(
+            nn.Sequential(*[FineBottleneck(channels, planes) for _ in range(levels - 1 - i)])
+            for i in range(levels)
+        )
+        self.final_predict = nn.Sequential(
+            FineBottleneck(channels * levels, planes),
+            nn.Conv2d(channels, 1, 3, padding=1, bias=False),
+            nn.BatchNorm2d(1),
+        )
+
+    def forward(self, fms: Sequence[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
+        cascaded = [upsample_to(stage(f), out_size) for stage, f in zip(self.cascade, fms)]
+        return self.final_predict(torch.cat(cascaded, 1))
+
+
+def click_encoder(channels: Sequence[int] = (64, 128, 256, 256), out_channels: int = 64
+                  ) -> nn.Sequential:
+    """The refinement network's ``iog_points``: 3x3 stride-2 convs 2 -> 64 -> 128 -> 256 -> 256
+    and a 1x1 conv to 64, each with BN and ReLU; it brings the two click maps to 1/16."""
+    layers: list[nn.Module] = []
+    previous = 2
+    for c in channels:
+        layers += [nn.Conv2d(previous, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c),
+                   nn.ReLU()]
+        previous = c
+    layers += [nn.Conv2d(previous, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels),
+               nn.ReLU()]
+    return nn.Sequential(*layers)
