@@ -12,6 +12,8 @@ from .models import (
     load_model,
     save_model,
 )
+from .guidance import ClickError
+from .predictor import IOGPredictor, Prediction
 
 try:
     from importlib.metadata import PackageNotFoundError, version
@@ -21,6 +23,6 @@ except PackageNotFoundError:  # a source tree that was not installed
     __version__ = "0.0.0"
 
 __all__ = [
-    "ARCHITECTURES", "CheckpointError", "UnknownArchitectureError", "__version__",
-    "build_model", "load_model", "save_model",
+    "ARCHITECTURES", "CheckpointError", "ClickError", "IOGPredictor", "Prediction",
+    "UnknownArchitectureError", "__version__", "build_model", "load_model", "save_model",
 ]

@@ -1,0 +1,232 @@
+"""Geometry of the IOG protocol: clicks -> box -> relaxed crop -> 512 frame -> heatmaps, and back.
+
+Every coordinate convention lives here. Points are ``(row, col)`` in the image's pixel
+(data) coordinates, pixel ``i`` covering ``[i - 0.5, i + 0.5)`` as in napari. Boxes are
+inclusive pixel ranges. The constants are the published test protocol's
+(``shared/spec/IOG-SPEC.md``).
+
+The resizes are written in torch rather than OpenCV/scikit-image: torch's bilinear and
+bicubic (``align_corners=False``, no antialiasing, cubic coefficient -0.75, clamped borders)
+are OpenCV's INTER_LINEAR and INTER_CUBIC, and they run on the GPU when the model does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+FRAME = 512          # the network's input size
+RELAX = 30           # crop = box grown by this many pixels on every side (image resolution)
+OUTSIDE_PAD = 10     # outside guidance: box corners moved outwards by this much (512 frame)
+SIGMA = 10.0         # heatmap width (full width at half maximum, 512 frame)
+DEXTR_RELAX = 50
+
+Point = tuple[float, float]
+
+
+class ClickError(ValueError):
+    """A click or box that cannot be used (outside the image, zero area ...)."""
+
+
+@dataclass(frozen=True)
+class Box:
+    """An inclusive pixel box: rows ``r0..r1``, columns ``c0..c1``."""
+
+    r0: int
+    c0: int
+    r1: int
+    c1: int
+
+    @property
+    def height(self) -> int:
+        return self.r1 - self.r0 + 1
+
+    @property
+    def width(self) -> int:
+        return self.c1 - self.c0 + 1
+
+    def grow(self, pixels: int) -> Box:
+        return Box(self.r0 - pixels, self.c0 - pixels, self.r1 + pixels, self.c1 + pixels)
+
+    def clip(self, shape: Sequence[int]) -> Box:
+        return Box(max(self.r0, 0), max(self.c0, 0), min(self.r1, shape[0] - 1), min(self.c1, shape[1] - 1))
+
+    def contains(self, point: Sequence[int]) -> bool:
+        return self.r0 <= point[0] <= self.r1 and self.c0 <= point[1] <= self.c1
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        return (self.r0, self.c0, self.r1, self.c1)
+
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.r0, self.r1 + 1), slice(self.c0, self.c1 + 1)
+
+
+def pixel(point: Sequence[float], shape: Sequence[int], what: str = "click") -> tuple[int, int]:
+    """The pixel a (row, col) point falls in; a :class:`ClickError` if it is off the image."""
+    try:
+        r, c = (float(v) for v in point)
+    except (TypeError, ValueError) as err:
+        raise ClickError(f"{what} must be a (row, col) pair of numbers, got {point!r}") from err
+    if not (math.isfinite(r) and math.isfinite(c)):
+        raise ClickError(f"{what} {point!r} is not a finite coordinate")
+    ri, ci = int(math.floor(r + 0.5)), int(math.floor(c + 0.5))
+    if not (0 <= ri < shape[0] and 0 <= ci < shape[1]):
+        raise ClickError(
+            f"{what} at (row {r:g}, col {c:g}) is outside the image of {shape[0]} x {shape[1]} pixels")
+    return ri, ci
+
+
+def box_from_corners(corners: Sequence[Sequence[float]], shape: Sequence[int]) -> Box:
+    """The box spanned by two opposite corner clicks (either diagonal, any order)."""
+    if len(corners) != 2:
+        raise ClickError(f"a box needs exactly two corner clicks, got {len(corners)}")
+    (ra, ca), (rb, cb) = (pixel(p, shape, "corner click") for p in corners)
+    box = Box(min(ra, rb), min(ca, cb), max(ra, rb), max(ca, cb))
+    if box.height < 2 or box.width < 2:
+        raise ClickError(
+            f"the corner clicks span a box of zero {'height' if box.height < 2 else 'width'} "
+            f"({box.height} x {box.width} pixels); click two opposite corners around the object")
+    return box
+
+
+def box_from_points(points: Sequence[Sequence[float]], shape: Sequence[int], what: str = "click") -> Box:
+    """The tight box of several points (DEXTR's extreme points)."""
+    pixels = [pixel(p, shape, what) for p in points]
+    rows, cols = [p[0] for p in pixels], [p[1] for p in pixels]
+    box = Box(min(rows), min(cols), max(rows), max(cols))
+    if box.height < 2 or box.width < 2:
+        raise ClickError(f"the {what}s span a box of zero height or width")
+    return box
+
+
+def mask_box(mask: np.ndarray) -> Box | None:
+    """The tight box of a boolean mask; None when it is empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return Box(int(rows[0]), int(cols[0]), int(rows[-1]), int(cols[-1]))
+
+
+def most_interior_point(mask: np.ndarray) -> tuple[int, int] | None:
+    """The pixel of ``mask`` farthest from its boundary (the image border counts as boundary),
+    the inside click of training and of the simulated user; None for an empty mask."""
+    if not mask.any():
+        return None
+    distance = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    r, c = np.unravel_index(int(np.argmax(distance)), distance.shape)
+    return int(r), int(c)
+
+
+def to_frame(points: Iterable[Sequence[float]], crop: Box, size: int = FRAME) -> np.ndarray:
+    """Image (row, col) -> the crop's ``size x size`` frame, rounded to the nearest pixel.
+
+    A resize from n to ``size`` pixels with half-pixel centres (OpenCV, torch) puts source
+    pixel ``i`` at ``(i + 0.5) * size / n - 0.5``.
+    """
+    pts = np.asarray(list(points), dtype=np.float64).reshape(-1, 2)
+    rows = (pts[:, 0] - crop.r0 + 0.5) * size / crop.height - 0.5
+    cols = (pts[:, 1] - crop.c0 + 0.5) * size / crop.width - 0.5
+    return np.clip(np.rint(np.stack([rows, cols], 1)), 0, size - 1)
+
+
+def box_in_frame(box: Box, crop: Box, size: int = FRAME) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of ``box`` in the crop's frame, as the published protocol
+    finds them: the extreme pixels of the box's mask after the bilinear resize.
+
+    The box covers ``[r0 - 0.5, r1 + 0.5]``; a resized step crosses 0.5 at that edge, so the
+    first frame pixel above it is ``floor(edge) + 1`` and the last below the far edge is
+    ``ceil(edge) - 1``.
+    """
+    sr, sc = size / crop.height, size / crop.width
+    top = math.floor((box.r0 - crop.r0) * sr - 0.5) + 1
+    left = math.floor((box.c0 - crop.c0) * sc - 0.5) + 1
+    bottom = math.ceil((box.r1 - crop.r0 + 1) * sr - 0.5) - 1
+    right = math.ceil((box.c1 - crop.c0 + 1) * sc - 0.5) - 1
+    clamp = lambda v: min(max(v, 0), size - 1)
+    return clamp(top), clamp(left), clamp(bottom), clamp(right)
+
+
+def outside_points(box: Box, crop: Box, size: int = FRAME, pad: int = OUTSIDE_PAD) -> np.ndarray:
+    """The four corners of ``box`` in the frame, each moved ``pad`` pixels outwards, clamped."""
+    top, left, bottom, right = box_in_frame(box, crop, size)
+    top, left = max(top - pad, 0), max(left - pad, 0)
+    bottom, right = min(bottom + pad, size - 1), min(right + pad, size - 1)
+    return np.array([(top, left), (top, right), (bottom, left), (bottom, right)], dtype=np.float64)
+
+
+def gaussian_map(points: np.ndarray, size: int = FRAME, sigma: float = SIGMA) -> np.ndarray:
+    """Max over points of exp(-4 ln2 d^2 / sigma^2) on a ``size x size`` grid (float32)."""
+    out = np.zeros((size, size), dtype=np.float32)
+    grid = np.arange(size, dtype=np.float64)
+    k = 4.0 * math.log(2.0) / sigma**2
+    for r, c in np.asarray(points, dtype=np.float64).reshape(-1, 2):
+        # separable: exp(-k (dr^2 + dc^2)) = exp(-k dr^2) * exp(-k dc^2)
+        g = np.outer(np.exp(-k * (grid - r) ** 2), np.exp(-k * (grid - c) ** 2)).astype(np.float32)
+        np.maximum(out, g, out=out)
+    return out
+
+
+def guidance_maps(inside: np.ndarray, outside: np.ndarray, size: int = FRAME,
+                  sigma: float = SIGMA) -> np.ndarray:
+    """The two guidance channels ``[2, size, size]``: inside, outside; scaled together to 0..255
+    (min-max over both channels, as the published ``ToImage`` transform does)."""
+    maps = np.stack([gaussian_map(inside, size, sigma), gaussian_map(outside, size, sigma)])
+    low, high = float(maps.min()), float(maps.max())
+    return (255.0 * (maps - low) / (high - low + 1e-10)).astype(np.float32)
+
+
+def add_clicks(maps: np.ndarray, positive: np.ndarray, negative: np.ndarray,
+               sigma: float = SIGMA, quantise: bool = False) -> np.ndarray:
+    """Draw correction clicks into 0..255 maps: positive into channel 0, negative into
+    channel 1, each as an elementwise max with its Gaussian. ``quantise`` truncates to whole
+    levels as the published refinement loop does (it stores the maps as uint8)."""
+    out = maps.copy()
+    size = maps.shape[-1]
+    if len(positive):
+        np.maximum(out[0], 255.0 * gaussian_map(positive, size, sigma), out=out[0])
+    if len(negative):
+        np.maximum(out[1], 255.0 * gaussian_map(negative, size, sigma), out=out[1])
+    return np.floor(out) if quantise else out
+
+
+def read_crop(image, crop: Box, shape: Sequence[int]) -> tuple[np.ndarray, Box]:
+    """Read only the part of ``image`` (numpy, dask, zarr ...) that ``crop`` covers.
+
+    Returns the window (as numpy) and the window's box; the rest of the crop is outside the
+    image and is zero-padded by :func:`pad_to_crop`.
+    """
+    window = crop.clip(shape)
+    return np.asarray(image[window.slices()]), window
+
+
+def pad_to_crop(window_data: np.ndarray, window: Box, crop: Box) -> np.ndarray:
+    """Place ``window_data`` (H, W, C) into a zero crop of ``crop``'s size."""
+    out = np.zeros((crop.height, crop.width) + window_data.shape[2:], dtype=window_data.dtype)
+    out[window.r0 - crop.r0: window.r1 - crop.r0 + 1, window.c0 - crop.c0: window.c1 - crop.c0 + 1] = window_data
+    return out
+
+
+def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """OpenCV INTER_LINEAR on a ``[B, C, H, W]`` float tensor."""
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
+
+
+def resize_bicubic(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """OpenCV INTER_CUBIC on a ``[B, C, H, W]`` float tensor."""
+    return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=False)
+
+
+def paste(crop_values: np.ndarray, crop: Box, shape: Sequence[int], dtype=np.float32) -> np.ndarray:
+    """A full-size zero canvas with the in-image part of ``crop_values`` pasted at ``crop``."""
+    out = np.zeros(tuple(shape[:2]), dtype=dtype)
+    window = crop.clip(shape)
+    out[window.slices()] = crop_values[window.r0 - crop.r0: window.r1 - crop.r0 + 1,
+                                       window.c0 - crop.c0: window.c1 - crop.c0 + 1]
+    return out

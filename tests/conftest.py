@@ -1,0 +1,61 @@
+"""Shared fixtures: synthetic images and small networks made in the test session."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_iog import guidance as G
+from napari_iog.models import build_model
+
+
+def synthetic_scene(height=240, width=320, seed=0, center=(120, 150), radii=(60, 80)):
+    """A textured RGB background with one bright ellipse; returns (image uint8, object mask)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:height, :width]
+    background = 90 + 30 * np.sin(xx / 7.0)[..., None] * np.cos(yy / 11.0)[..., None] + rng.normal(0, 8, (height, width, 3))
+    mask = ((yy - center[0]) / radii[0]) ** 2 + ((xx - center[1]) / radii[1]) ** 2 < 1
+    image = background.copy()
+    image[mask] = [220, 180, 60] + rng.normal(0, 8, (int(mask.sum()), 3))
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+def calibrate(model, seed=0, batches=3, size=256):
+    """Give a random network realistic BatchNorm statistics (cumulative averages over synthetic
+    IOG inputs), so that its logits vary over the image like a trained network's do."""
+    g = np.random.default_rng(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for b in range(batches):
+            xs = []
+            for _ in range(2):
+                image, mask = synthetic_scene(size, size, seed=int(g.integers(1 << 30)),
+                                              center=(size // 2, size // 2), radii=(size // 4, size // 3))
+                box = G.mask_box(mask)
+                crop = G.Box(0, 0, size - 1, size - 1)
+                inside = G.to_frame([G.most_interior_point(mask)], crop, size)
+                maps = G.guidance_maps(inside, G.outside_points(box, crop, size), size)
+                xs.append(np.concatenate([image.transpose(2, 0, 1).astype(np.float32), maps]))
+            model(torch.from_numpy(np.stack(xs)))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.1
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def calibrated_iog18():
+    return calibrate(build_model("iog-resnet18", seed=0))
+
+
+@pytest.fixture(scope="session")
+def calibrated_refine18():
+    return calibrate(build_model("iog-refine-resnet18", seed=1))
+
+
+@pytest.fixture
+def scene():
+    return synthetic_scene()

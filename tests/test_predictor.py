@@ -1,0 +1,342 @@
+"""IOGPredictor: the published protocol, the images users have, corrections, bad input."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import opencv_protocol as ref
+from conftest import synthetic_scene
+from napari_iog import guidance as G
+from napari_iog.models import build_model, save_model
+from napari_iog.predictor import IOGPredictor
+
+CASES = [
+    # (image shape, corners, inside): upsampled, reversed diagonal, whole image, downsampled, tiny
+    ((240, 320), ((55, 65), (185, 235)), (120, 150)),
+    ((240, 320), ((235, 300), (5, 3)), (100, 100)),
+    ((240, 320), ((0, 0), (239, 319)), (120, 160)),
+    ((1000, 1400), ((100, 200), (900, 1300)), (500, 700)),
+    ((60, 80), ((3, 5), (30, 40)), (17, 20)),
+]
+
+
+@pytest.fixture(scope="module")
+def exact(calibrated_iog18):
+    return IOGPredictor(calibrated_iog18, device="cpu", precision="float32", warmup=False)
+
+
+@pytest.mark.parametrize("shape,corners,inside", CASES)
+def test_matches_opencv_reimplementation_of_published_protocol(exact, calibrated_iog18, shape, corners, inside):
+    image, _ = synthetic_scene(*shape, seed=shape[0])
+    res = exact.predict(image, corners=corners, inside=inside)
+    theirs, _ = ref.reference_probability(calibrated_iog18, image, corners, inside)
+    x, _, crop = exact.network_input(image, corners, inside)
+    x_ref, _ = ref.reference_input(image, corners, inside)
+    np.testing.assert_allclose(x.numpy(), x_ref, atol=1e-3)  # same network input, every channel
+    window = crop.clip(shape).slices()
+    ours_mask, their_mask = res.mask, theirs > 0.5
+    iou = (ours_mask & their_mask).sum() / max((ours_mask | their_mask).sum(), 1)
+    assert iou >= 0.97
+    assert np.abs(res.probability[window] - theirs[window]).mean() <= 0.02
+    outside = np.ones(shape, bool)
+    outside[window] = False
+    assert not res.probability[outside].any() and not res.mask[outside].any()
+
+
+def test_result_fields(exact, scene):
+    image, _ = scene
+    res = exact.predict(image, corners=((55, 65), (185, 235)), inside=(120, 150))
+    assert res.mask.shape == image.shape[:2] and res.mask.dtype == bool
+    assert res.probability.dtype == np.float32 and 0 <= res.probability.min() and res.probability.max() <= 1
+    assert res.box == G.Box(55, 65, 185, 235)
+    assert res.crop_box == G.Box(25, 35, 215, 265)
+    assert {"read", "prepare", "forward", "paste", "total"} <= set(res.timings)
+    assert np.array_equal(res.mask, res.probability > 0.5)
+    labels = np.zeros(image.shape[:2], np.uint16)
+    labels[res.window.slices()][res.window_mask()] = 7
+    assert np.array_equal(labels == 7, res.mask)
+
+
+def test_corner_order_and_diagonal_do_not_matter(exact, scene):
+    image, _ = scene
+    a = exact.predict(image, corners=((55, 65), (185, 235)), inside=(120, 150))
+    b = exact.predict(image, corners=((185, 235), (55, 65)), inside=(120, 150))
+    c = exact.predict(image, corners=((55, 235), (185, 65)), inside=(120, 150))
+    assert np.array_equal(a.probability, b.probability) and np.array_equal(a.probability, c.probability)
+
+
+def test_float_clicks_are_napari_pixels(exact, scene):
+    image, _ = scene
+    a = exact.predict(image, corners=((55, 65), (185, 235)), inside=(120, 150))
+    b = exact.predict(image, corners=((54.6, 65.4), (185.2, 234.51)), inside=(120.3, 149.7))
+    assert np.array_equal(a.probability, b.probability)
+
+
+def test_threshold_is_configurable(exact, scene):
+    image, _ = scene
+    res = exact.predict(image, corners=((55, 65), (185, 235)), inside=(120, 150), threshold=0.9)
+    assert np.array_equal(res.mask, res.probability > 0.9)
+
+
+# --- images users have --------------------------------------------------------------------
+
+def test_grayscale_is_replicated_to_rgb(exact, scene):
+    image, _ = scene
+    gray = image[..., 1]
+    a = exact.predict(gray, corners=((55, 65), (185, 235)), inside=(120, 150))
+    b = exact.predict(np.repeat(gray[..., None], 3, -1), corners=((55, 65), (185, 235)), inside=(120, 150))
+    assert np.array_equal(a.probability, b.probability)
+
+
+def test_rgba_drops_alpha(exact, scene):
+    image, _ = scene
+    rgba = np.concatenate([image, np.full(image.shape[:2] + (1,), 17, np.uint8)], -1)
+    a = exact.predict(rgba, corners=((55, 65), (185, 235)), inside=(120, 150))
+    b = exact.predict(image, corners=((55, 65), (185, 235)), inside=(120, 150))
+    assert np.array_equal(a.probability, b.probability)
+
+
+def test_uint16_with_contrast_limits_equals_the_uint8_view(exact, scene):
+    image, _ = scene
+    wide = image.astype(np.uint16) * 200 + 1000
+    a = exact.predict(wide, corners=((55, 65), (185, 235)), inside=(120, 150), contrast_limits=(1000, 1000 + 255 * 200))
+    b = exact.predict(image, corners=((55, 65), (185, 235)), inside=(120, 150))
+    np.testing.assert_allclose(a.probability, b.probability, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.float32, np.float64])
+def test_other_dtypes_are_normalised(exact, scene, dtype):
+    image, _ = scene
+    data = (image.astype(np.float64) / 255.0 * 3000 - 500).astype(dtype)
+    res = exact.predict(data, corners=((55, 65), (185, 235)), inside=(120, 150))
+    assert res.mask.any() and np.isfinite(res.probability).all()
+
+
+def test_multichannel_needs_and_uses_a_channel_choice(exact, scene):
+    image, _ = scene
+    five = np.concatenate([image, image[..., :2]], -1)
+    with pytest.raises(ValueError, match="channels"):
+        exact.predict(five, corners=((55, 65), (185, 235)), inside=(120, 150))
+    a = exact.predict(five, corners=((55, 65), (185, 235)), inside=(120, 150), channels=(0, 1, 2))
+    b = exact.predict(image, corners=((55, 65), (185, 235)), inside=(120, 150))
+    assert np.array_equal(a.probability, b.probability)
+
+
+class RecordingArray:
+    """An array-like that records what is read from it, like a lazy dask/zarr array."""
+
+    def __init__(self, data):
+        self.data, self.shape, self.dtype, self.reads = data, data.shape, data.dtype, []
+
+    def __getitem__(self, key):
+        self.reads.append(key)
+        return self.data[key]
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the whole image was loaded")
+
+
+def test_reads_only_the_crop_of_a_lazy_array(exact, scene):
+    image, _ = scene
+    lazy = RecordingArray(image)
+    res = exact.predict(lazy, corners=((55, 65), (185, 235)), inside=(120, 150))
+    assert lazy.reads == [(slice(25, 216), slice(35, 266))]
+    assert np.array_equal(res.probability, exact.predict(image, corners=((55, 65), (185, 235)), inside=(120, 150)).probability)
+
+
+def test_dask_array(exact, scene):
+    da = pytest.importorskip("dask.array")
+    image, _ = scene
+    res = exact.predict(da.from_array(image, chunks=(64, 64, 3)), corners=((55, 65), (185, 235)), inside=(120, 150))
+    assert np.array_equal(res.probability, exact.predict(image, corners=((55, 65), (185, 235)), inside=(120, 150)).probability)
+
+
+# --- corrections and batches ----------------------------------------------------------------
+
+def test_corrections_are_drawn_into_the_guidance_maps(exact, scene):
+    image, _ = scene
+    corners, inside = ((55, 65), (185, 235)), (120, 150)
+    x0, _, crop = exact.network_input(image, corners, inside)
+    x1, _, _ = exact.network_input(image, corners, inside, positive=[(70, 100)], negative=[(180, 230)])
+    assert torch.equal(x0[:3], x1[:3])
+    (pr, pc), = G.to_frame([(70, 100)], crop).astype(int)
+    (nr, nc), = G.to_frame([(180, 230)], crop).astype(int)
+    assert x1[3, pr, pc] == pytest.approx(255) and x0[3, pr, pc] < 1
+    assert x1[4, nr, nc] == pytest.approx(255) and x0[4, nr, nc] < 1
+    res = exact.predict(image, corners=corners, inside=inside, negative=[(180, 230)])
+    assert res.clicks["negative"] == [(180, 230)]
+
+
+def test_predict_batch_equals_single_predictions(exact, scene):
+    image, _ = scene
+    prompts = [dict(corners=((55, 65), (185, 235)), inside=(120, 150)),
+               dict(corners=((10, 10), (100, 120)), inside=(50, 60), negative=[(20, 20)]),
+               dict(corners=((150, 200), (230, 310)), inside=(190, 250))]
+    batch = exact.predict_batch(image, prompts, batch_size=2)
+    for prompt, res in zip(prompts, batch):
+        single = exact.predict(image, **prompt)
+        np.testing.assert_allclose(res.probability, single.probability, atol=1e-5)
+
+
+def test_refinement_caches_backbone_and_matches_full_network(calibrated_refine18, scene, monkeypatch):
+    image, _ = scene
+    p = IOGPredictor(calibrated_refine18, device="cpu", precision="float32", warmup=False)
+    encodes = []
+    original = p.model.encode
+    monkeypatch.setattr(p.model, "encode", lambda x: encodes.append(1) or original(x))
+    corners, inside = ((55, 65), (185, 235)), (120, 150)
+    first = p.predict(image, corners=corners, inside=inside)
+    second = p.predict(image, corners=corners, inside=inside, positive=[(70, 100)])
+    third = p.predict(image, corners=corners, inside=inside, positive=[(70, 100)], negative=[(190, 240)])
+    assert len(encodes) == 1  # the backbone ran for the first click only
+    x, clicks, _ = p.network_input(image, corners, inside, positive=[(70, 100)], negative=[(190, 240)])
+    with torch.no_grad():
+        full = torch.sigmoid(calibrated_refine18(x[None], clicks[None]))
+    fresh = p.predict_batch(image, [dict(corners=corners, inside=inside, positive=[(70, 100)],
+                                         negative=[(190, 240)])])[0]  # no cache: whole network
+    np.testing.assert_allclose(third.probability, fresh.probability, atol=1e-5)
+    assert not np.array_equal(first.probability, second.probability)
+    assert full.shape == (1, 1, 512, 512)
+    # Corrections went to the click maps only; the backbone input holds the three clicks.
+    x0, clicks0, _ = p.network_input(image, corners, inside)
+    assert torch.equal(x, x0) and torch.equal(clicks0, x0[3:5]) and not torch.equal(clicks, clicks0)
+    # Another object (another box) runs the backbone again; the same object again does not.
+    before = len(encodes)
+    p.predict(image, corners=((10, 10), (100, 120)), inside=(50, 60))
+    p.predict(image, corners=((10, 10), (100, 120)), inside=(50, 60), negative=[(90, 110)])
+    assert len(encodes) == before + 1
+
+
+def test_dextr_extreme_points(scene):
+    image, mask = scene
+    p = IOGPredictor(build_model("dextr-resnet101", seed=0), device="cpu", precision="float32", warmup=False)
+    res = p.predict_extreme(image, [(120, 70), (120, 230), (60, 150), (180, 150)])
+    assert res.threshold == 0.8 and res.box == G.Box(60, 70, 180, 230) and res.crop_box == res.box.grow(50)
+    outside_box = np.ones(image.shape[:2], bool)
+    outside_box[res.box.slices()] = False
+    assert not res.probability[outside_box].any()
+    with pytest.raises(ValueError, match="predict_extreme"):
+        p.predict(image, corners=((55, 65), (185, 235)), inside=(120, 150))
+    with pytest.raises(ValueError, match="four"):
+        p.predict_extreme(image, [(120, 70), (120, 230), (60, 150)])
+
+
+def test_iog_model_refuses_extreme_points(exact, scene):
+    with pytest.raises(ValueError, match="IOG model"):
+        exact.predict_extreme(scene[0], [(120, 70), (120, 230), (60, 150), (180, 150)])
+
+
+# --- device, precision, loading ---------------------------------------------------------------
+
+def test_loads_a_checkpoint_path_and_warms_up(tmp_path, calibrated_iog18, scene):
+    path = save_model(calibrated_iog18, tmp_path / "m.pt")
+    p = IOGPredictor(path, device="cpu")  # precision auto, warm-up on
+    assert p.precision in ("float32", "bfloat16")
+    res = p.predict(scene[0], corners=((55, 65), (185, 235)), inside=(120, 150))
+    exact = IOGPredictor(path, device="cpu", precision="float32", warmup=False)
+    ref_mask = exact.predict(scene[0], corners=((55, 65), (185, 235)), inside=(120, 150)).mask
+    iou = (res.mask & ref_mask).sum() / max((res.mask | ref_mask).sum(), 1)
+    assert iou >= 0.95
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(device="quantum"), "unknown device"),
+    (dict(precision="int4"), "precision"),
+    (dict(threshold=1.5), "threshold"),
+])
+def test_bad_settings(calibrated_iog18, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        IOGPredictor(calibrated_iog18, warmup=False, **kwargs)
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        IOGPredictor(tmp_path / "nope.pth")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+def test_cuda_matches_cpu(calibrated_iog18, scene):
+    image, _ = scene
+    cpu = IOGPredictor(calibrated_iog18, device="cpu", precision="float32", warmup=False)
+    gpu = IOGPredictor(build_model("iog-resnet18"), device="cuda", warmup=True)
+    gpu.model.load_state_dict(calibrated_iog18.state_dict())
+    a = cpu.predict(image, corners=((55, 65), (185, 235)), inside=(120, 150)).mask
+    b = gpu.predict(image, corners=((55, 65), (185, 235)), inside=(120, 150)).mask
+    assert (a & b).sum() / max((a | b).sum(), 1) >= 0.97
+
+
+# --- bad input: a clear ValueError, never a crash deep in torch ------------------------------------
+
+@pytest.mark.parametrize("corners,inside,extra,match", [
+    (((55, 65), (185, 400)), (120, 150), {}, "outside the image"),
+    (((-3, 65), (185, 235)), (120, 150), {}, "outside the image"),
+    (((55, 65), (55, 235)), (55, 150), {}, "zero height"),
+    (((55, 65), (185, 65)), (120, 65), {}, "zero width"),
+    (((55, 65), (185, 235)), (200, 150), {}, "inside click .* outside the box"),
+    (((55, 65), (185, 235)), (120, 150), {"negative": [(5, 5)]}, "negative click .* outside the region"),
+    (((55, 65), (185, 235)), (120, 150), {"positive": [(120, 500)]}, "outside the image"),
+    (((55, 65),), (120, 150), {}, "two corner"),
+    (((55, 65), (185, float("nan"))), (120, 150), {}, "finite"),
+    (((55, 65), (185, 235)), "centre", {}, "row, col"),
+])
+def test_bad_clicks(exact, scene, corners, inside, extra, match):
+    with pytest.raises(G.ClickError, match=match):
+        exact.predict(scene[0], corners=corners, inside=inside, **extra)
+
+
+@pytest.mark.parametrize("image,match", [
+    (np.zeros((0, 0, 3), np.uint8), "too small"),
+    (np.zeros((5, 64, 64, 3), np.uint8), "2D plane"),
+    (np.zeros((30, 64, 64), np.uint8), "3D stack"),
+    (np.zeros((64, 64), complex), "numeric"),
+    (np.array([["a"] * 8] * 8), "numeric"),
+])
+def test_bad_images(exact, image, match):
+    with pytest.raises(ValueError, match=match):
+        exact.predict(image, corners=((1, 1), (6, 6)), inside=(3, 3))
+
+
+def test_nan_pixels_in_the_crop(exact, scene):
+    image = scene[0].astype(np.float32)
+    image[100, 100] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        exact.predict(image, corners=((55, 65), (185, 235)), inside=(120, 150))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    height=st.integers(2, 90), width=st.integers(2, 90),
+    dtype=st.sampled_from([np.uint8, np.uint16, np.int16, np.float32, np.float64, np.bool_]),
+    channels=st.sampled_from([0, 1, 3, 4]),
+    clicks=st.lists(st.tuples(st.one_of(st.floats(-20, 110), st.just(float("nan"))), st.floats(-20, 110)),
+                    min_size=3, max_size=5),
+    seed=st.integers(0, 2**16),
+)
+def test_random_clicks_give_a_mask_or_a_clear_error(exact, height, width, dtype, channels, clicks, seed):
+    rng = np.random.default_rng(seed)
+    shape = (height, width) + ((channels,) if channels else ())
+    image = (rng.random(shape) * 300).astype(dtype)
+    corners, inside, negative = clicks[:2], clicks[2], clicks[3:]
+    try:
+        res = exact.predict(image, corners=corners, inside=inside, negative=negative)
+    except ValueError:
+        return  # a clear error (ClickError is a ValueError): fine
+    assert res.mask.shape == (height, width) and res.mask.dtype == bool
+    assert np.isfinite(res.probability).all() and res.probability.min() >= 0 and res.probability.max() <= 1
+    outside = np.ones((height, width), bool)
+    outside[res.window.slices()] = False
+    assert not res.mask[outside].any()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(height=st.integers(3, 120), width=st.integers(3, 120), data=st.data())
+def test_valid_clicks_always_give_a_mask(exact, height, width, data):
+    r0 = data.draw(st.integers(0, height - 2)); r1 = data.draw(st.integers(r0 + 1, height - 1))
+    c0 = data.draw(st.integers(0, width - 2)); c1 = data.draw(st.integers(c0 + 1, width - 1))
+    inside = (data.draw(st.integers(r0, r1)), data.draw(st.integers(c0, c1)))
+    image = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    res = exact.predict(image, corners=((r1, c0), (r0, c1)), inside=inside)
+    assert res.mask.shape == (height, width)
