@@ -340,3 +340,41 @@ def test_valid_clicks_always_give_a_mask(exact, height, width, data):
     image = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
     res = exact.predict(image, corners=((r1, c0), (r0, c1)), inside=inside)
     assert res.mask.shape == (height, width)
+
+
+def test_folded_batchnorm_computes_the_same_function(calibrated_refine18):
+    from napari_iog.models.fusion import fuse_conv_bn
+
+    fused = fuse_conv_bn(calibrated_refine18)
+    # Only the four coarse heads keep a BN(1): it follows an upsample, not a convolution.
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules()) == 4
+    x = torch.rand(1, 5, 128, 128) * 255
+    with torch.no_grad():
+        a, b = calibrated_refine18(x), fused(x)
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+
+
+def test_fast_path_leaves_the_callers_model_alone(calibrated_iog18):
+    before = {k: v.clone() for k, v in calibrated_iog18.state_dict().items()}
+    p = IOGPredictor(calibrated_iog18, device="cpu", precision="auto")
+    after = calibrated_iog18.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert p.model is not calibrated_iog18 or p.precision == "float32"
+
+
+def test_warmup_falls_back_to_float32_when_the_fast_path_disagrees(calibrated_iog18, monkeypatch, scene):
+    import napari_iog.predictor as predictor_module
+
+    def broken_fusion(model):
+        broken = build_model("iog-resnet18", init="zeros")  # a different function entirely
+        with torch.no_grad():
+            broken.Fine_net.final_predict[2].bias.fill_(-5)
+        return broken
+
+    monkeypatch.setattr(predictor_module, "fuse_conv_bn", broken_fusion)
+    p = IOGPredictor(calibrated_iog18, device="cpu", precision="auto")
+    assert p.warmup_check["kept"] is False and p.precision == "float32" and p.model is calibrated_iog18
+    exact = IOGPredictor(calibrated_iog18, device="cpu", precision="float32", warmup=False)
+    corners, inside = ((55, 65), (185, 235)), (120, 150)
+    assert np.array_equal(p.predict(scene[0], corners=corners, inside=inside).probability,
+                          exact.predict(scene[0], corners=corners, inside=inside).probability)

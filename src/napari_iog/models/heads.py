@@ -93,13 +93,17 @@ class CoarseNet(nn.Module):
             for _ in channel_settings
         )
 
-    def forward(self, feats: Sequence[torch.Tensor], out_size: tuple[int, int]
+    def forward(self, feats: Sequence[torch.Tensor], out_size: tuple[int, int], predict: bool = True
                 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Returns the feature maps f0..f3 and, with ``predict``, the four coarse outputs
+        (inference needs only the feature maps: FineNet makes the answer)."""
         f0 = self.laterals[0](feats[0])
         f1 = self.laterals[1](feats[1]) + f0
         f2 = self.laterals[2](feats[2]) + self.upsamples[1](f1)
         f3 = self.laterals[3](feats[3]) + self.upsamples[2](f2)
         fms = [f0, f1, f2, f3]
+        if not predict:
+            return fms, []
         outs = [self._predict(head, f, out_size) for head, f in zip(self.predict, fms)]
         return fms, outs
 

@@ -67,7 +67,7 @@ class IOGNetwork(nn.Module):
                return_coarse: bool):
         head_size = (out_size[0] // 4, out_size[1] // 4)
         fms, coarse = self.Coarse_net([self.psp4(deep), features[1], features[2], features[3]],
-                                      head_size)
+                                      head_size, predict=return_coarse)
         fine = upsample_to(self.Fine_net(fms, head_size), out_size)
         if not return_coarse:
             return fine
