@@ -57,16 +57,22 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """torchvision's Bottleneck (ResNet v1.5: stride on the 3x3 convolution)."""
+    """1x1 -> 3x3 -> 1x1 residual block (expansion 4).
+
+    torchvision's (ResNet v1.5) puts the stride on the 3x3 convolution; the Caffe/DeepLab-v2
+    variant DEXTR uses (``stride_in_1x1=True``) puts it on the first 1x1. Parameter names
+    are the same in both.
+    """
 
     expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
-                 downsample: nn.Module | None = None):
+                 downsample: nn.Module | None = None, stride_in_1x1: bool = False):
         super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, stride=s1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=dilation,
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=s3, padding=dilation,
                                dilation=dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
@@ -136,31 +142,6 @@ class ResNet(nn.Module):
         return c4, c3, c2, c1
 
 
-class CaffeBottleneck(nn.Module):
-    """DeepLab-v2 bottleneck: stride on conv1, padding equal to the dilation on conv2."""
-
-    expansion = 4
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
-                 downsample: nn.Module | None = None):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, padding=dilation, dilation=dilation, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
-
-
 class CaffeResNet(nn.Module):
     """DEXTR's ResNet-101 trunk at output stride 8 (layer3 dilation 2, layer4 dilation 4).
 
@@ -185,9 +166,9 @@ class CaffeResNet(nn.Module):
             nn.Conv2d(self.inplanes, planes * 4, 1, stride=stride, bias=False),
             nn.BatchNorm2d(planes * 4),
         )
-        layers = [CaffeBottleneck(self.inplanes, planes, stride, dilation, downsample)]
+        layers = [Bottleneck(self.inplanes, planes, stride, dilation, downsample, stride_in_1x1=True)]
         self.inplanes = planes * 4
-        layers += [CaffeBottleneck(self.inplanes, planes, 1, dilation) for _ in range(1, blocks)]
+        layers += [Bottleneck(self.inplanes, planes, 1, dilation, stride_in_1x1=True) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def forward_trunk(self, x: torch.Tensor) -> torch.Tensor:
