@@ -1,0 +1,117 @@
+"""The annotation session on plain arrays: roles, commit, the preserve rule, undo."""
+
+import numpy as np
+import pytest
+
+from conftest import synthetic_scene
+from napari_iog import guidance as G
+from napari_iog.annotation import AnnotationSession
+from napari_iog.predictor import IOGPredictor
+
+
+@pytest.fixture(scope="module")
+def predictor(calibrated_iog18):
+    return IOGPredictor(calibrated_iog18, device="cpu", precision="float32", warmup=False)
+
+
+@pytest.fixture
+def session(predictor):
+    image, _ = synthetic_scene()
+    return AnnotationSession(predictor, image, np.zeros(image.shape[:2], np.uint16))
+
+
+def three_clicks(s, corners=((55, 65), (185, 235)), inside=(120, 150)):
+    assert s.add_click(corners[0]) is None and s.next_role() == "corner"
+    assert s.add_click(corners[1]) is None and s.next_role() == "inside"
+    return s.add_click(inside)
+
+
+def test_three_clicks_commit_a_new_object_inside_the_box(session):
+    res = three_clicks(session)
+    assert res is not None and session.next_role() == "positive"
+    label_id = session.commit()
+    assert label_id == 1
+    written = session.labels == 1
+    assert written.any() and np.array_equal(written, res.mask)
+    outside = np.ones(written.shape, bool)
+    outside[res.window.slices()] = False
+    assert not written[outside].any()
+    assert session.clicks == [] and session.current is None
+
+
+def test_second_object_gets_the_next_id_and_leaves_the_first_untouched(session):
+    three_clicks(session)
+    session.commit()
+    first = session.labels.copy()
+    three_clicks(session, corners=((100, 120), (230, 310)), inside=(170, 220))
+    assert session.commit() == 2
+    assert np.array_equal(session.labels[first == 1], first[first == 1])  # pixel for pixel
+    assert ((session.labels == 2) & (first != 0)).sum() == 0  # preserve rule
+
+
+def test_overwrite_replaces_existing_labels(predictor):
+    image, _ = synthetic_scene()
+    labels = np.full(image.shape[:2], 9, np.uint16)
+    s = AnnotationSession(predictor, image, labels)
+    three_clicks(s)
+    with pytest.raises(ValueError, match="already labelled"):
+        s.commit()
+    assert (labels == 9).all()
+    s.overwrite = True
+    assert s.commit() == 10
+    assert (labels == 10).any()
+
+
+def test_undo_click_then_commit_restores_exactly(session):
+    three_clicks(session)
+    before_negative = session.current.probability.copy()
+    session.add_click((180, 230), negative=True)
+    assert session.points("negative") == [(180.0, 230.0)]
+    assert session.undo() == "click"
+    np.testing.assert_array_equal(session.current.probability, before_negative)
+    session.commit()
+    assert session.undo() == "commit"
+    assert not session.labels.any() and session.next_id == 1
+    assert session.undo() is None
+
+
+def test_ids_are_not_reused_after_a_deletion(session):
+    three_clicks(session)
+    session.commit()
+    session.labels[session.labels == 1] = 0  # the user erases object 1 by hand
+    three_clicks(session)
+    assert session.commit() == 2
+
+
+def test_bad_clicks_leave_the_session_unchanged(session):
+    with pytest.raises(G.ClickError, match="outside the image"):
+        session.add_click((500, 10))
+    session.add_click((55, 65))
+    with pytest.raises(G.ClickError, match="zero height"):
+        session.add_click((55, 200))
+    assert session.clicks == [("corner", (55.0, 65.0))]
+    session.add_click((185, 235))
+    with pytest.raises(G.ClickError, match="outside the box"):
+        session.add_click((200, 10))
+    with pytest.raises(G.ClickError, match="inside the object before"):
+        session.add_click((120, 150), role="negative")
+    assert len(session.clicks) == 2 and session.current is None and not session.labels.any()
+    with pytest.raises(ValueError, match="no object"):
+        session.commit()
+
+
+def test_a_slice_of_a_stack_is_written_alone(predictor):
+    image, _ = synthetic_scene()
+    stack = np.zeros((3,) + image.shape[:2], np.uint32)
+    s = AnnotationSession(predictor, image, stack[1])
+    three_clicks(s)
+    s.commit()
+    assert stack[1].any() and not stack[0].any() and not stack[2].any()
+
+
+def test_labels_must_match_the_image(predictor):
+    image, _ = synthetic_scene()
+    with pytest.raises(ValueError, match="differ in size"):
+        AnnotationSession(predictor, image, np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError, match="integer"):
+        AnnotationSession(predictor, image, np.zeros(image.shape[:2], np.float32))
