@@ -27,9 +27,6 @@ OUTSIDE_PAD = 10     # outside guidance: box corners moved outwards by this much
 SIGMA = 10.0         # heatmap width (full width at half maximum, 512 frame)
 DEXTR_RELAX = 50
 
-Point = tuple[float, float]
-
-
 class ClickError(ValueError):
     """A click or box that cannot be used (outside the image, zero area ...)."""
 
@@ -65,6 +62,11 @@ class Box:
 
     def slices(self) -> tuple[slice, slice]:
         return slice(self.r0, self.r1 + 1), slice(self.c0, self.c1 + 1)
+
+    def slices_within(self, outer: Box) -> tuple[slice, slice]:
+        """Where this box lies in an array that covers ``outer`` (e.g. a window in its crop)."""
+        return (slice(self.r0 - outer.r0, self.r1 - outer.r0 + 1),
+                slice(self.c0 - outer.c0, self.c1 - outer.c0 + 1))
 
 
 def pixel(point: Sequence[float], shape: Sequence[int], what: str = "click") -> tuple[int, int]:
@@ -136,6 +138,13 @@ def to_frame(points: Iterable[Sequence[float]], crop: Box, size: int = FRAME) ->
     return np.clip(np.rint(np.stack([rows, cols], 1)), 0, size - 1)
 
 
+def to_frame_truncating(points: Iterable[Sequence[float]], crop: Box, size: int = FRAME) -> np.ndarray:
+    """Image (row, col) -> frame as DEXTR's published demo maps its extreme points: scaled by
+    ``size / n`` from the crop's origin and truncated, without the half-pixel shift."""
+    pts = np.asarray(list(points), dtype=np.float64).reshape(-1, 2)
+    return np.floor(size * (pts - [crop.r0, crop.c0]) / [crop.height, crop.width])
+
+
 def box_in_frame(box: Box, crop: Box, size: int = FRAME) -> tuple[int, int, int, int]:
     """(top, left, bottom, right) of ``box`` in the crop's frame, as the published protocol
     finds them: the extreme pixels of the box's mask after the bilinear resize.
@@ -177,7 +186,11 @@ def guidance_maps(inside: np.ndarray, outside: np.ndarray, size: int = FRAME,
                   sigma: float = SIGMA) -> np.ndarray:
     """The two guidance channels ``[2, size, size]``: inside, outside; scaled together to 0..255
     (min-max over both channels, as the published ``ToImage`` transform does)."""
-    maps = np.stack([gaussian_map(inside, size, sigma), gaussian_map(outside, size, sigma)])
+    return scale_to_255(np.stack([gaussian_map(inside, size, sigma), gaussian_map(outside, size, sigma)]))
+
+
+def scale_to_255(maps: np.ndarray) -> np.ndarray:
+    """Min-max scaling of heatmaps to 0..255 (all channels together), as published."""
     low, high = float(maps.min()), float(maps.max())
     return (255.0 * (maps - low) / (high - low + 1e-10)).astype(np.float32)
 
@@ -209,7 +222,7 @@ def read_crop(image, crop: Box, shape: Sequence[int]) -> tuple[np.ndarray, Box]:
 def pad_to_crop(window_data: np.ndarray, window: Box, crop: Box) -> np.ndarray:
     """Place ``window_data`` (H, W, C) into a zero crop of ``crop``'s size."""
     out = np.zeros((crop.height, crop.width) + window_data.shape[2:], dtype=window_data.dtype)
-    out[window.r0 - crop.r0: window.r1 - crop.r0 + 1, window.c0 - crop.c0: window.c1 - crop.c0 + 1] = window_data
+    out[window.slices_within(crop)] = window_data
     return out
 
 
@@ -227,6 +240,5 @@ def paste(crop_values: np.ndarray, crop: Box, shape: Sequence[int], dtype=np.flo
     """A full-size zero canvas with the in-image part of ``crop_values`` pasted at ``crop``."""
     out = np.zeros(tuple(shape[:2]), dtype=dtype)
     window = crop.clip(shape)
-    out[window.slices()] = crop_values[window.r0 - crop.r0: window.r1 - crop.r0 + 1,
-                                       window.c0 - crop.c0: window.c1 - crop.c0 + 1]
+    out[window.slices()] = crop_values[window.slices_within(crop)]
     return out

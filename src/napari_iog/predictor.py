@@ -63,8 +63,7 @@ class Prediction:
 
     def window_mask(self) -> np.ndarray:
         """``crop_mask`` restricted to :attr:`window`, to write into ``labels[window.slices()]``."""
-        w, c = self.window, self.crop_box
-        return self.crop_mask[w.r0 - c.r0: w.r1 - c.r0 + 1, w.c0 - c.c0: w.c1 - c.c0 + 1]
+        return self.crop_mask[self.window.slices_within(self.crop_box)]
 
 
 def _points(value, what: str) -> list[Sequence[float]]:
@@ -209,20 +208,24 @@ class IOGPredictor:
         image's pixel coordinates. A click that cannot be used raises a
         :class:`~napari_iog.guidance.ClickError` (a ``ValueError``) naming it.
         """
-        return self.predict_batch(image, [dict(corners=corners, inside=inside, positive=positive,
-                                               negative=negative)],
-                                  threshold=threshold, channels=channels,
-                                  contrast_limits=contrast_limits, _use_cache=True)[0]
+        prompt = dict(corners=corners, inside=inside, positive=positive, negative=negative)
+        return self._predict_many(image, [prompt], None, threshold, channels, contrast_limits,
+                                  use_cache=True)[0]
 
     def predict_batch(self, image, prompts: Sequence[Mapping[str, Any]], *, batch_size: int | None = None,
                       threshold: float | None = None, channels: Sequence[int] | None = None,
-                      contrast_limits: Sequence[float] | None = None, _use_cache: bool = False
-                      ) -> list[Prediction]:
+                      contrast_limits: Sequence[float] | None = None) -> list[Prediction]:
         """Segment many objects of one image in batched forward passes.
 
         Each prompt is a mapping with ``corners`` and ``inside`` (and optionally ``positive``,
         ``negative``). Every prompt is checked before any network work starts.
         """
+        return self._predict_many(image, prompts, batch_size, threshold, channels, contrast_limits,
+                                  use_cache=False)
+
+    def _predict_many(self, image, prompts, batch_size, threshold, channels, contrast_limits,
+                      use_cache: bool) -> list[Prediction]:
+        """``use_cache``: refinement models reuse an object's backbone features across clicks."""
         if self.is_dextr:
             raise ValueError(f"{self.arch} takes four extreme points: use predict_extreme")
         start = time.perf_counter()
@@ -237,7 +240,7 @@ class IOGPredictor:
         logits: list[torch.Tensor] = []
         for i in range(0, len(prepared), batch_size):
             chunk = prepared[i:i + batch_size]
-            if _use_cache and self.is_refine and len(chunk) == 1:
+            if use_cache and self.is_refine and len(chunk) == 1:
                 logits.append(self._refine_with_cache(chunk[0]))
                 continue
             x = torch.stack([p["x"] for p in chunk])
@@ -276,17 +279,14 @@ class IOGPredictor:
         crop = box.grow(G.DEXTR_RELAX)
         rgb = self._read(image, layout, value_range, crop)
         x_img = G.resize_bicubic(torch.from_numpy(rgb).permute(2, 0, 1)[None], (G.FRAME, G.FRAME))[0]
-        # DEXTR's demo maps points with a truncating scale (no half-pixel shift).
-        frame = np.floor(G.FRAME * (pixels - [crop.r0, crop.c0]) / [crop.height, crop.width])
-        heat = G.gaussian_map(frame)
-        heat = 255.0 * (heat - heat.min()) / (heat.max() - heat.min() + 1e-10)
-        x = torch.cat([x_img, torch.from_numpy(heat.astype(np.float32))[None]])[None]
+        heat = G.scale_to_255(G.gaussian_map(G.to_frame_truncating(pixels, crop)))
+        x = torch.cat([x_img, torch.from_numpy(heat)[None]])[None]
         t_prepared = time.perf_counter()
         logit = self._forward(x)[0]
         t_forward = time.perf_counter()
         prob = self._to_crop(logit, crop)
         inner = np.zeros_like(prob)
-        inner[box.r0 - crop.r0: box.r1 - crop.r0 + 1, box.c0 - crop.c0: box.c1 - crop.c0 + 1] = 1
+        inner[box.slices_within(crop)] = 1
         prob *= inner
         threshold = self.threshold if threshold is None else float(threshold)
         t_end = time.perf_counter()
