@@ -6,6 +6,7 @@ import pytest
 from conftest import synthetic_scene
 from napari_iog import guidance as G
 from napari_iog.annotation import AnnotationSession
+from napari_iog.models import build_model
 from napari_iog.predictor import IOGPredictor
 
 
@@ -115,3 +116,73 @@ def test_labels_must_match_the_image(predictor):
         AnnotationSession(predictor, image, np.zeros((10, 10), np.uint8))
     with pytest.raises(ValueError, match="integer"):
         AnnotationSession(predictor, image, np.zeros(image.shape[:2], np.float32))
+
+
+def test_a_stack_annotated_by_plane_changes_only_that_plane(predictor):
+    image, _ = synthetic_scene()
+    images = np.stack([image, image, image])
+    stack = np.zeros((3,) + image.shape[:2], np.uint32)
+    s = AnnotationSession(predictor, images, stack)
+    s.add_click((55, 65), plane=(2,))
+    with pytest.raises(G.ClickError, match="on plane \\(2,\\)"):
+        s.add_click((185, 235), plane=(1,))
+    s.add_click((185, 235), plane=(2,))
+    s.add_click((120, 150), plane=(2,))
+    assert s.commit() == 1
+    assert stack[2].any() and not stack[:2].any()
+    assert s.last_commit[1] == (2,)
+    s.undo()
+    assert not stack.any()
+    with pytest.raises(G.ClickError, match="not a plane"):
+        s.add_click((55, 65), plane=(3,))
+
+
+def test_a_stale_prediction_is_dropped(session):
+    session.add_click((55, 65))
+    session.add_click((185, 235))
+    session.add_click((120, 150), predict=False)
+    version, task = session.request()
+    session.add_click((180, 230), negative=True, predict=False)  # a click arrives meanwhile
+    assert not session.accept(version, task())
+    assert session.current is None and not session.up_to_date
+    version, task = session.request()
+    assert session.accept(version, task()) and session.up_to_date
+    assert session.current.clicks["negative"] == [(180.0, 230.0)]
+
+
+def test_commit_refuses_a_prediction_older_than_the_clicks(session):
+    three_clicks(session)
+    session.add_click((180, 230), negative=True, predict=False)
+    with pytest.raises(ValueError, match="not finished"):
+        session.commit()
+    assert not session.labels.any()
+    session.update()
+    assert session.commit() == 1
+
+
+def test_set_clicks_replaces_the_object_or_changes_nothing(session):
+    three_clicks(session)
+    before = list(session.clicks)
+    with pytest.raises(G.ClickError, match="outside the box"):
+        session.set_clicks([("corner", (55, 65)), ("corner", (185, 235)), ("inside", (20, 20))])
+    assert session.clicks == before
+    session.set_clicks([("corner", (60, 70)), ("corner", (185, 235)), ("inside", (120, 150))])
+    assert session.current.box.as_tuple() == (60, 70, 185, 235)
+
+
+def test_extreme_points_mode_for_dextr():
+    image, _ = synthetic_scene()
+    dextr = IOGPredictor(build_model("dextr-resnet101", seed=0), device="cpu", precision="float32",
+                         warmup=False)
+    # untrained weights: a low threshold so that the object is not empty
+    s = AnnotationSession(dextr, image, np.zeros(image.shape[:2], np.uint8), predict_options={"threshold": 1e-3})
+    assert s.mode == "extreme" and s.next_role() == "extreme"
+    with pytest.raises(G.ClickError, match="extreme points only"):
+        s.add_click((60, 150), role="corner")
+    for p in [(60, 150), (180, 150), (120, 70), (120, 230)]:
+        s.add_click(p)
+    assert s.current is not None and s.current.box.as_tuple() == (60, 70, 180, 230)
+    with pytest.raises(G.ClickError, match="four extreme points are set"):
+        s.add_click((100, 100))
+    s.commit()
+    assert s.labels.any()

@@ -202,3 +202,10 @@ def test_unknown_device_is_a_clear_error(tmp_path):
     path = save_model(build_model("iog-resnet18"), tmp_path / "m.pt")
     with pytest.raises(ValueError, match="unknown device"):
         load_model(path, device="tpu9")
+
+
+def test_random_bytes_are_not_a_checkpoint(tmp_path):
+    path = tmp_path / "broken.pth"
+    path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_model(path)

@@ -22,7 +22,18 @@ try:
 except PackageNotFoundError:  # a source tree that was not installed
     __version__ = "0.0.0"
 
+
+
+def __getattr__(name):
+    # Annotator needs napari: imported on first use so that ``import napari_iog`` stays light.
+    if name == "Annotator":
+        from ._widgets.annotator import Annotator
+
+        return Annotator
+    raise AttributeError(f"module 'napari_iog' has no attribute {name!r}")
+
+
 __all__ = [
-    "ARCHITECTURES", "CheckpointError", "ClickError", "IOGPredictor", "Prediction",
+    "ARCHITECTURES", "Annotator", "CheckpointError", "ClickError", "IOGPredictor", "Prediction",
     "UnknownArchitectureError", "__version__", "build_model", "load_model", "save_model",
 ]

@@ -232,7 +232,7 @@ class IOGPredictor:
         layout = image_layout(image, channels)
         value_range = intensity_range(image, layout, contrast_limits)
         threshold = self.threshold if threshold is None else float(threshold)
-        jobs = [self._check_prompt(p, layout) for p in prompts]
+        jobs = [self.check_prompt(layout.shape, p) for p in prompts]
         prepared = [self._prepare(image, layout, value_range, job) for job in jobs]
         t_prepared = time.perf_counter()
         if batch_size is None:
@@ -271,11 +271,7 @@ class IOGPredictor:
         start = time.perf_counter()
         layout = image_layout(image, channels)
         value_range = intensity_range(image, layout, contrast_limits)
-        pts = _points(points, "extreme points")
-        if len(pts) != 4:
-            raise G.ClickError(f"DEXTR needs exactly four extreme points, got {len(pts)}")
-        pixels = np.array([G.pixel(p, layout.shape, "extreme point") for p in pts], dtype=np.float64)
-        box = G.box_from_points(pixels, layout.shape, "extreme point")
+        pixels, box = self.check_extreme(layout.shape, points)
         crop = box.grow(G.DEXTR_RELAX)
         rgb = self._read(image, layout, value_range, crop)
         x_img = G.resize_bicubic(torch.from_numpy(rgb).permute(2, 0, 1)[None], (G.FRAME, G.FRAME))[0]
@@ -302,8 +298,8 @@ class IOGPredictor:
         click maps ``[2, 512, 512]`` for refinement models (else None), and the crop box."""
         layout = image_layout(image, channels)
         value_range = intensity_range(image, layout, contrast_limits)
-        job = self._check_prompt(dict(corners=corners, inside=inside, positive=positive,
-                                      negative=negative), layout)
+        job = self.check_prompt(layout.shape, dict(corners=corners, inside=inside, positive=positive,
+                                                   negative=negative))
         p = self._prepare(image, layout, value_range, job)
         return p["x"], p["clicks"], p["crop"]
 
@@ -311,17 +307,30 @@ class IOGPredictor:
         """Forget the cached backbone features (refinement models)."""
         self._features.clear()
 
-    # --- steps ---------------------------------------------------------------------------------
+    # --- checking clicks (no network) ---------------------------------------------------------
 
-    def _check_prompt(self, prompt: Mapping[str, Any], layout: ImageLayout) -> dict[str, Any]:
+    @staticmethod
+    def check_extreme(image_shape: Sequence[int], points) -> tuple[np.ndarray, G.Box]:
+        """The four extreme points as pixels and their box; a ClickError when they cannot be used."""
+        pts = _points(points, "extreme points")
+        if len(pts) != 4:
+            raise G.ClickError(f"DEXTR needs exactly four extreme points, got {len(pts)}")
+        pixels = np.array([G.pixel(p, image_shape, "extreme point") for p in pts], dtype=np.float64)
+        return pixels, G.box_from_points(pixels, image_shape, "extreme point")
+
+    @staticmethod
+    def check_prompt(image_shape: Sequence[int], prompt: Mapping[str, Any]) -> dict[str, Any]:
+        """Check one prompt's clicks against an image of ``image_shape`` (rows, cols) without
+        running the network: a :class:`~napari_iog.guidance.ClickError` names the bad click."""
+        shape = tuple(image_shape[:2])
         unknown = set(prompt) - {"corners", "inside", "positive", "negative"}
         if unknown:
             raise ValueError(f"unknown prompt entries {sorted(unknown)}: use corners, inside, positive, negative")
         if "corners" not in prompt or "inside" not in prompt:
             raise G.ClickError("a prompt needs two corner clicks and at least one inside click")
-        box = G.box_from_corners(_points(prompt["corners"], "corners"), layout.shape)
+        box = G.box_from_corners(_points(prompt["corners"], "corners"), shape)
         crop = box.grow(G.RELAX)
-        inside = [G.pixel(p, layout.shape, "inside click") for p in _points(prompt["inside"], "inside")]
+        inside = [G.pixel(p, shape, "inside click") for p in _points(prompt["inside"], "inside")]
         if not inside:
             raise G.ClickError("at least one inside click is needed")
         for p in inside:
@@ -330,7 +339,7 @@ class IOGPredictor:
                                    f"rows {box.r0}..{box.r1}, cols {box.c0}..{box.c1}")
         corrections = {}
         for role in ("positive", "negative"):
-            pts = [G.pixel(p, layout.shape, f"{role} click") for p in _points(prompt.get(role), role)]
+            pts = [G.pixel(p, shape, f"{role} click") for p in _points(prompt.get(role), role)]
             for p in pts:
                 if not crop.contains(p):
                     raise G.ClickError(
@@ -338,6 +347,8 @@ class IOGPredictor:
                         f"sees (the box grown by {G.RELAX} px); draw a larger box instead")
             corrections[role] = pts
         return {"box": box, "crop": crop, "inside": inside, **corrections}
+
+    # --- steps ---------------------------------------------------------------------------------
 
     def _read(self, image, layout: ImageLayout, value_range, crop: G.Box) -> np.ndarray:
         window_data, window = G.read_crop(image, crop, layout.shape)

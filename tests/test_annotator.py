@@ -1,0 +1,328 @@
+"""The napari annotation workflow end to end, in a real viewer under a virtual display.
+
+The network is a tiny module with fixed weights made here: its logit is a fixed blend of the
+inside and outside guidance maps, so a prediction is a blob around the inside click that a
+positive click grows and a negative click shrinks. Segmentation quality is not the point;
+behaviour is.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import synthetic_scene
+
+napari = pytest.importorskip("napari")
+
+from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks  # noqa: E402
+
+from napari_iog import IOGPredictor  # noqa: E402
+from napari_iog._widgets.annotator import SHORTCUTS, Annotator  # noqa: E402
+from napari_iog._widgets.annotator_widget import NEW_LABELS, AnnotatorWidget  # noqa: E402
+
+pytestmark = pytest.mark.napari
+
+CORNERS = ((55, 65), (185, 235))
+INSIDE = (120, 150)
+
+
+class GuidanceFollower(nn.Module):
+    """logit = (inside map - outside map) / 20 - 0.5, one fixed 1x1 convolution."""
+
+    arch = "iog-resnet18"   # it takes IOG's 5-channel input and returns IOG's output shape
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(5, 1, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([0, 0, 0, 1 / 20, -1 / 20]).view(1, 5, 1, 1))
+            self.conv.bias.fill_(-0.5)
+        self.card = {"name": "guidance follower (test)"}
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return IOGPredictor(GuidanceFollower(), device="cpu", precision="float32", warmup=False)
+
+
+@dataclass
+class MouseEvent:
+    """What napari's mouse callbacks read from a vispy mouse event."""
+
+    type: str
+    position: tuple
+    modifiers: list = field(default_factory=list)
+    is_dragging: bool = False
+    pos: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    view_direction: object = None
+    up_direction: object = None
+    dims_displayed: list = field(default_factory=lambda: [0, 1])
+    handled: bool = False
+
+
+def click(layer, world_position, modifiers=()):
+    """A mouse click on ``layer`` at a world position, through napari's own callbacks (the
+    points layer's add mode adds the point on release)."""
+    press = MouseEvent("mouse_press", tuple(world_position), list(modifiers),
+                       dims_displayed=list(range(len(world_position) - 2, len(world_position))))
+    mouse_press_callbacks(layer, press)
+    release = MouseEvent("mouse_release", tuple(world_position), list(modifiers),
+                         dims_displayed=press.dims_displayed)
+    mouse_release_callbacks(layer, release)
+
+
+def world(layer, data_point):
+    return tuple(layer.data_to_world(np.asarray(data_point, dtype=float)))
+
+
+def three_clicks(ann, corners=CORNERS, inside=INSIDE, plane=()):
+    for point in (*corners, inside):
+        click(ann.clicks_layer, world(ann.image_layer, (*plane, *point)))
+    ann.wait()
+
+
+@pytest.fixture
+def scene_viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    image, _ = synthetic_scene()
+    layer = viewer.add_image(image, name="scene")
+    return viewer, layer
+
+
+def state(ann):
+    """Every layer the annotator touches, copied."""
+    return (ann.labels_layer.data.copy(), ann.clicks_layer.data.copy(), list(ann.clicks_layer.features["role"]),
+            [d.copy() for d in ann.box_layer.data], ann.preview_layer.data.copy(), ann.preview_layer.visible)
+
+
+def assert_same_state(a, b):
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert a[2] == b[2]
+    assert len(a[3]) == len(b[3]) and all(np.array_equal(x, y) for x, y in zip(a[3], b[3]))
+    np.testing.assert_array_equal(a[4], b[4])
+    assert a[5] == b[5]
+
+
+def test_three_clicks_then_commit_write_an_object_in_the_box(scene_viewer, predictor):
+    viewer, layer = scene_viewer
+    ann = Annotator(viewer, layer, predictor)
+    assert ann.asynchronous                       # a Qt application runs: predictions in a worker
+    assert ann.labels_layer.data.shape == (240, 320) and ann.labels_layer.data.dtype == np.uint32
+    three_clicks(ann)
+    assert list(ann.clicks_layer.features["role"]) == ["corner", "corner", "inside"]
+    assert len(ann.box_layer.data) == 1 and ann.box_layer.shape_type == ["rectangle"]
+    assert ann.preview_layer.visible and ann.preview_layer.data.any()
+    assert ann.last_latency is not None and "ms" in ann.status
+    ann.act("commit")
+    labels = ann.labels_layer.data
+    assert (labels == 1).any() and set(np.unique(labels)) == {0, 1}
+    rows, cols = np.nonzero(labels == 1)
+    assert rows.min() >= 55 and rows.max() <= 185 and cols.min() >= 65 and cols.max() <= 235
+    assert labels[INSIDE] == 1
+    assert len(ann.clicks_layer.data) == 0 and not ann.preview_layer.visible
+
+
+def test_second_object_gets_the_next_id_and_the_first_is_untouched(scene_viewer, predictor):
+    viewer, layer = scene_viewer
+    ann = Annotator(viewer, layer, predictor)
+    three_clicks(ann)
+    first = ann.commit()
+    before = ann.labels_layer.data.copy()
+    three_clicks(ann, corners=((100, 120), (230, 310)), inside=(125, 160))  # overlaps the first
+    second = ann.commit()
+    after = ann.labels_layer.data
+    assert (first, second) == (1, 2)
+    np.testing.assert_array_equal(after[before == 1], 1)       # pixel for pixel
+    assert (after == 2).any() and not ((after == 2) & (before != 0)).any()
+
+
+def test_negative_correction_shrinks_and_undo_restores_exactly(scene_viewer, predictor):
+    viewer, layer = scene_viewer
+    ann = Annotator(viewer, layer, predictor)
+    three_clicks(ann)
+    before = state(ann)
+    area = ann.session.current.mask.sum()
+    click(ann.clicks_layer, world(layer, (INSIDE[0], INSIDE[1] + 6)), modifiers=["Shift"])
+    ann.wait()
+    assert list(ann.clicks_layer.features["role"])[-1] == "negative"
+    assert ann.session.current.mask.sum() < area
+    assert ann.act("undo") == "click"
+    ann.wait()
+    assert_same_state(state(ann), before)
+    # a positive correction grows it; N makes plain clicks negative
+    click(ann.clicks_layer, world(layer, (INSIDE[0] + 12, INSIDE[1])))
+    ann.wait()
+    assert ann.session.current.mask.sum() > area
+    ann.act("toggle_negative")
+    click(ann.clicks_layer, world(layer, (INSIDE[0], INSIDE[1] - 6)))
+    ann.wait()
+    assert list(ann.clicks_layer.features["role"])[-2:] == ["positive", "negative"]
+    # undo of a commit puts the labels back
+    ann.commit()
+    ann.undo()
+    np.testing.assert_array_equal(ann.labels_layer.data, 0)
+    assert ann.session.next_id == 1
+
+
+def test_world_coordinates_give_the_same_object(make_napari_viewer, predictor):
+    image, _ = synthetic_scene()
+    committed = []
+    for scale, translate in (((1, 1), (0, 0)), ((2, 2), (10, -4))):
+        viewer = make_napari_viewer()
+        layer = viewer.add_image(image, scale=scale, translate=translate)
+        ann = Annotator(viewer, layer, predictor)
+        three_clicks(ann)
+        ann.commit()
+        committed.append(ann.labels_layer.data.copy())
+        np.testing.assert_array_equal(ann.labels_layer.scale, scale)
+        np.testing.assert_array_equal(ann.clicks_layer.translate, translate)
+        # the crop-sized preview sits over the object in world coordinates
+        preview_origin = ann.preview_layer.data_to_world(np.zeros(2))
+        window = ann.session.last_commit[2]
+        np.testing.assert_allclose(preview_origin, layer.data_to_world(np.array([window.r0, window.c0], float)))
+    np.testing.assert_array_equal(committed[0], committed[1])
+    assert committed[0].any()
+
+
+def test_a_stack_slice_is_annotated_alone(make_napari_viewer, predictor):
+    viewer = make_napari_viewer()
+    image, _ = synthetic_scene()
+    stack = np.stack([image // 2, image, image // 3])            # (Z, Y, X, RGB)
+    layer = viewer.add_image(stack, rgb=True)
+    ann = Annotator(viewer, layer, predictor)
+    assert ann.labels_layer.data.shape == (3, 240, 320)
+    viewer.dims.set_current_step(0, 1)
+    assert ann.current_plane() == (1,)
+    three_clicks(ann, plane=(1,))
+    ann.commit()
+    labels = ann.labels_layer.data
+    assert labels[1].any() and not labels[0].any() and not labels[2].any()
+    # scripted use on another slice
+    ann.segment(CORNERS, INSIDE, plane=(2,))
+    assert ann.commit() == 2 and labels[2].any() and not labels[0].any()
+
+
+def test_guide_lines_follow_the_cursor_until_the_box_is_set(scene_viewer, predictor):
+    from napari.utils.interactions import mouse_move_callbacks
+
+    viewer, layer = scene_viewer
+    ann = Annotator(viewer, layer, predictor)
+
+    def move(point):
+        mouse_move_callbacks(viewer, MouseEvent("mouse_move", world(layer, point)))
+
+    move((100, 40))
+    assert ann.box_layer.shape_type == ["line", "line"]
+    horizontal, vertical = ann.box_layer.data
+    np.testing.assert_allclose(horizontal[:, 0], 100)
+    np.testing.assert_allclose(vertical[:, 1], 40)
+    click(ann.clicks_layer, world(layer, CORNERS[0]))
+    move((150, 200))
+    assert ann.box_layer.shape_type == ["line", "line"]
+    click(ann.clicks_layer, world(layer, CORNERS[1]))
+    move((120, 150))
+    assert ann.box_layer.shape_type == ["rectangle"]       # the box, no more guides
+    move((500, 500))                                       # off the image: nothing follows
+
+
+def test_bad_clicks_notify_and_change_no_layer(scene_viewer, predictor):
+    from napari.utils.notifications import notification_manager
+
+    viewer, layer = scene_viewer
+    ann = Annotator(viewer, layer, predictor)
+    untouched = state(ann)
+    click(ann.clicks_layer, world(layer, (300, 10)))              # outside the image
+    assert "outside the image" in ann.messages[-1]
+    assert any("outside the image" in str(n.message) for n in notification_manager.records)
+    assert_same_state(state(ann), untouched)
+    click(ann.clicks_layer, world(layer, CORNERS[0]))
+    one_corner = state(ann)
+    click(ann.clicks_layer, world(layer, (CORNERS[0][0], 200)))  # zero-height box
+    assert "zero height" in ann.messages[-1]
+    assert_same_state(state(ann), one_corner)
+    assert ann.act("commit") is None and "no object" in ann.messages[-1]
+    assert_same_state(state(ann), one_corner)
+
+
+def test_scripted_use_as_in_the_readme(scene_viewer, predictor):
+    viewer, layer = scene_viewer
+    ann = napari_iog_annotator(viewer, layer, predictor)
+    result = ann.segment(corners=CORNERS, inside=INSIDE)       # synchronous
+    assert result is ann.session.current and ann.preview_layer.visible
+    area = result.mask.sum()
+    smaller = ann.correct((INSIDE[0], INSIDE[1] + 6), positive=False)
+    assert smaller.mask.sum() < area
+    label_id = ann.commit()
+    assert label_id == 1 and (ann.labels_layer.data == 1).sum() == smaller.mask.sum()
+    assert ann.undo() == "commit" and not ann.labels_layer.data.any()
+
+
+def napari_iog_annotator(*args, **kwargs):
+    import napari_iog
+
+    return napari_iog.Annotator(*args, **kwargs)
+
+
+def test_a_click_during_a_prediction_supersedes_it(scene_viewer, predictor):
+    viewer, layer = scene_viewer
+    ann = Annotator(viewer, layer, predictor)
+    shown = []
+    ann.prediction_shown.connect(lambda: shown.append(ann.session.current.clicks))
+    for point in (*CORNERS, INSIDE):
+        click(ann.clicks_layer, world(layer, point))
+    click(ann.clicks_layer, world(layer, (INSIDE[0], INSIDE[1] + 6)), modifiers=["Shift"])  # no wait
+    ann.wait()
+    assert ann.session.up_to_date
+    assert ann.session.current.clicks["negative"] == [(120.0, 156.0)]
+    assert shown[-1]["negative"] == [(120.0, 156.0)]
+    assert all(s["negative"] == [(120.0, 156.0)] for s in shown)   # the stale one was never shown
+
+
+def test_shortcuts_do_not_clash_with_napari():
+    from napari.layers import Points
+    from napari.utils.shortcuts import default_shortcuts
+
+    ours = set(SHORTCUTS)
+    assert not ours & {str(k) for k in Points.class_keymap}
+    assert not ours & {str(k) for k in napari.components.ViewerModel.class_keymap}
+    for command, bindings in default_shortcuts.items():
+        for binding in bindings:
+            if str(binding) in ours:
+                # napari binds Enter/Escape only to finish shapes or labels polygons
+                assert any(kind in command for kind in ("polygon", "shape")), (binding, command)
+
+
+def test_widget_from_the_plugin_menu_annotates(make_napari_viewer, predictor, tmp_path, qtbot):
+    viewer = make_napari_viewer()
+    image, _ = synthetic_scene()
+    viewer.add_image(image, name="scene")
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-iog", "IOG annotator")
+    assert isinstance(widget, AnnotatorWidget)
+    assert widget.image.value == "scene" and widget.labels.value == NEW_LABELS
+    assert "Enter" in widget.help.tooltip and "Shift+click" in widget.help.tooltip
+    # a corrupt model file: an error, nothing changes
+    bad = tmp_path / "broken.pth"
+    bad.write_bytes(b"not a checkpoint")
+    widget.model.value = bad
+    layers_before = [lay.name for lay in viewer.layers]
+    widget.start()
+    qtbot.waitUntil(lambda: widget._loading is None, timeout=30000)
+    assert widget.annotator is None and [lay.name for lay in viewer.layers] == layers_before
+    widget.start(predictor)
+    ann = widget.annotator
+    assert ann is not None and widget.labels.value == "scene labels"
+    assert "guidance follower" in widget.status.value
+    three_clicks(ann)
+    widget.commit_button.clicked.emit()
+    assert (ann.labels_layer.data == 1).any()
+    widget.negative.value = True
+    assert ann.negative
+    ann.act("toggle_negative")
+    assert widget.negative.value is False
