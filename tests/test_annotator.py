@@ -299,7 +299,10 @@ def test_shortcuts_do_not_clash_with_napari():
                 assert any(kind in command for kind in ("polygon", "shape")), (binding, command)
 
 
-def test_widget_from_the_plugin_menu_annotates(make_napari_viewer, predictor, tmp_path, qtbot):
+def test_widget_from_the_plugin_menu_annotates(make_napari_viewer, predictor, tmp_path, qtbot, monkeypatch):
+    from napari.utils.notifications import notification_manager
+
+    monkeypatch.setenv("NAPARI_IOG_CACHE", str(tmp_path / "empty-cache"))
     viewer = make_napari_viewer()
     image, _ = synthetic_scene()
     viewer.add_image(image, name="scene")
@@ -310,11 +313,19 @@ def test_widget_from_the_plugin_menu_annotates(make_napari_viewer, predictor, tm
     # a corrupt model file: an error, nothing changes
     bad = tmp_path / "broken.pth"
     bad.write_bytes(b"not a checkpoint")
-    widget.model.value = bad
+    widget.model.value = "(the model file below)"
+    widget.model_file.value = bad
     layers_before = [lay.name for lay in viewer.layers]
     widget.start()
     qtbot.waitUntil(lambda: widget._loading is None, timeout=30000)
     assert widget.annotator is None and [lay.name for lay in viewer.layers] == layers_before
+    # a zoo model that is not downloaded: an error that says how to get it
+    widget.model.value = "iog-pascal-sbd"
+    widget.start()
+    qtbot.waitUntil(lambda: widget._loading is None, timeout=30000)
+    assert widget.annotator is None and [lay.name for lay in viewer.layers] == layers_before
+    assert "not downloaded" in widget.model.current_choice
+    assert "Google Drive" in str(notification_manager.records[-1].message)
     widget.start(predictor)
     ann = widget.annotator
     assert ann is not None and widget.labels.value == "scene labels"

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from . import guidance as G
+from . import zoo
 from .models import IOGRefineNetwork, load_model, resolve_device
 from .models.fusion import fuse_conv_bn
 from .preprocess import ImageLayout, image_layout, intensity_range, to_rgb255
@@ -89,7 +91,8 @@ class IOGPredictor:
     """Segment objects from IOG clicks with one network.
 
     Args:
-        model: a checkpoint path (the authors' file or ours) or a loaded network.
+        model: a zoo name (``napari-iog weights list``), a checkpoint path (the authors'
+            file or ours) or a loaded network.
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         precision: ``"auto"`` uses bf16/fp16 autocast with channels_last where the hardware
             runs it fast (CUDA; CPUs with AMX or AVX512-BF16), after checking at warm-up that
@@ -106,6 +109,8 @@ class IOGPredictor:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.device = resolve_device(device)
+        if isinstance(model, (str, os.PathLike)):
+            model = zoo.resolve(model)      # a zoo name or a path
         self.model: nn.Module = load_model(model, device=self.device)
         self.arch: str = self.model.arch
         self.is_dextr = self.arch.startswith("dextr")

@@ -10,10 +10,12 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Pus
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
 
+from .. import zoo
 from ..predictor import IOGPredictor
 from .annotator import ROLE_COLOURS, Annotator, shortcuts_help
 
 NEW_LABELS = "(new labels layer)"
+FROM_FILE = "(the model file below)"
 
 HOW_TO = (
     "1. Click one corner of a box around the object (guide lines follow the cursor),\n"
@@ -47,9 +49,11 @@ class AnnotatorWidget(Container):
         self.labels = ComboBox(label="labels", choices=self._labels_choices,
                                tooltip="where committed objects are written; a new layer is made if you "
                                        "choose '(new labels layer)'")
-        self.model = FileEdit(label="model file", mode="r", filter="*.pth *.pt *.pth.tar",
-                              tooltip="an IOG or DEXTR checkpoint: the authors' .pth files or one "
-                                      "saved by napari-iog")
+        self.model = ComboBox(label="model", choices=self._model_choices,
+                              tooltip="a model from the zoo (napari-iog weights list), or a file below")
+        self.model_file = FileEdit(label="model file", mode="r", filter="*.pth *.pt *.pth.tar",
+                                   tooltip="an IOG or DEXTR checkpoint: the authors' .pth files or one "
+                                           "saved by napari-iog")
         self.device = ComboBox(label="device", choices=available_devices(), value="auto",
                                tooltip="auto: CUDA, then MPS, then CPU")
         self.start_button = PushButton(text="Start annotating")
@@ -68,7 +72,7 @@ class AnnotatorWidget(Container):
         self.help.tooltip = f"Shortcuts (on the 'IOG clicks' layer):\n{shortcuts_help()}\n\nPoint colours: {legend}"
         for label in (self.status, self.help):
             label.native.setWordWrap(True)
-        self.extend([self.image, self.labels, self.model, self.device, self.start_button, self.negative,
+        self.extend([self.image, self.labels, self.model, self.model_file, self.device, self.start_button, self.negative,
                      self.overwrite, buttons, self.status, self.help])
         for w in (self.start_button, self.commit_button, self.undo_button, self.clear_button):
             w.tooltip = self.help.tooltip
@@ -93,6 +97,14 @@ class AnnotatorWidget(Container):
         return [NEW_LABELS] + [layer.name for layer in self.viewer.layers
                                if isinstance(layer, Labels) and layer.name not in ours]
 
+    @staticmethod
+    def _model_choices(_=None) -> list[tuple[str, str]]:
+        rows = zoo.list_weights()
+        present = [(f"{r['name']} ({r['arch']})", r["name"]) for r in rows if r["present"]]
+        missing = [(f"{r['name']} (not downloaded: napari-iog weights fetch {r['name']})", r["name"])
+                   for r in rows if not r["present"]]
+        return [(FROM_FILE, FROM_FILE)] + present + missing
+
     # --- actions --------------------------------------------------------------------------------
 
     def start(self, model: Any = None) -> None:
@@ -101,10 +113,12 @@ class AnnotatorWidget(Container):
         if not self.image.value:
             show_error("no image layer: open an image first (File > Open Sample > napari-iog)")
             return
+        if model is None and self.model.value != FROM_FILE:
+            model = self.model.value        # a zoo name; a missing file is reported by the loader
         if model is None:
-            path = Path(self.model.value) if self.model.value else None
+            path = Path(self.model_file.value) if self.model_file.value else None
             if path is None or not path.is_file():
-                show_error("choose a model file (.pth) first")
+                show_error("choose a model: one from the zoo, or a model file (.pth)")
                 return
             model = path
         if isinstance(model, IOGPredictor):

@@ -1,0 +1,259 @@
+"""The model zoo: known checkpoints, one cache directory, verified downloads.
+
+    napari-iog weights list            # which are known, which are here
+    napari-iog weights fetch NAME      # download (or say exactly what to download by hand)
+    napari-iog weights verify PATH     # load it, report its architecture and sha256
+
+A file in the cache directory (``NAPARI_IOG_CACHE`` or the platform's cache folder), placed
+there by hand or downloaded, is used as it is, offline, and never downloaded again. A path
+always works in place of a name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+CACHE_ENV = "NAPARI_IOG_CACHE"
+CHECKSUMS_FILE = "checksums.json"   # sha256 recorded the first time a file is verified
+
+
+class UnknownModelError(ValueError):
+    """A name that is neither a known model nor an existing file."""
+
+
+class ManualDownloadRequired(RuntimeError):
+    """The file is hosted where no direct download works; the message says what to do."""
+
+
+class DownloadError(RuntimeError):
+    """A download that failed or did not verify; nothing was put in the cache."""
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    name: str
+    filename: str
+    arch: str
+    trained_on: str
+    licence: str
+    homepage: str
+    url: str | None = None          # a direct download URL, when one exists
+    drive_id: str | None = None     # Google Drive file id (no direct download)
+    sha256: str | None = None       # None: not known; recorded on first verification
+
+    @property
+    def source(self) -> str:
+        if self.url:
+            return self.url
+        if self.drive_id:
+            return f"https://drive.google.com/uc?id={self.drive_id}"
+        return self.homepage
+
+
+_IOG_HOME = "https://github.com/shiyinzhang/Inside-Outside-Guidance"
+_IOG_LICENCE = "MIT (code); weights released by the IOG authors for research; trained on PASCAL VOC/SBD"
+
+WEIGHTS: dict[str, WeightsEntry] = {e.name: e for e in (
+    WeightsEntry("iog-pascal-sbd", "IOG_PASCAL_SBD.pth", "iog-resnet101", "PASCAL VOC + SBD",
+                 _IOG_LICENCE, _IOG_HOME, drive_id="1Lm1hhMhhjjnNwO4Pf7SC6tXLayH2iH0l"),
+    WeightsEntry("iog-pascal", "IOG_PASCAL.pth", "iog-resnet101", "PASCAL VOC",
+                 _IOG_LICENCE, _IOG_HOME, drive_id="1GLZIQlQ-3KUWaGTQ1g_InVcqesGfGcpW"),
+    WeightsEntry("iog-pascal-sbd-refinement", "IOG_PASCAL_SBD_REFINEMENT.pth", "iog-refine-resnet101",
+                 "PASCAL VOC + SBD, with extra clicks", _IOG_LICENCE, _IOG_HOME,
+                 drive_id="1VdOFUZZbtbYt9aIMugKhMKDA6EuqKG30"),
+    WeightsEntry("dextr-pascal-sbd", "dextr_pascal-sbd.pth", "dextr-resnet101", "PASCAL VOC + SBD",
+                 "GPL-3.0 (DEXTR-PyTorch); weights for research", "https://github.com/scaelles/DEXTR-PyTorch",
+                 url="https://data.vision.ee.ethz.ch/csergi/share/DEXTR/dextr_pascal-sbd.pth"),
+)}
+
+
+def cache_dir() -> Path:
+    """``NAPARI_IOG_CACHE`` when set, else the platform's cache folder for napari-iog."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+        return base / "napari-iog" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "napari-iog"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "napari-iog"
+
+
+def local_path(name: str) -> Path:
+    return cache_dir() / WEIGHTS[name].filename
+
+
+def list_weights() -> list[dict]:
+    """Every known model, with ``present`` and ``path`` for the local copy."""
+    rows = []
+    for entry in WEIGHTS.values():
+        path = local_path(entry.name)
+        rows.append({**asdict(entry), "source": entry.source, "present": path.is_file(), "path": str(path)})
+    return rows
+
+
+def manual_instructions(entry: WeightsEntry) -> str:
+    target = local_path(entry.name)
+    how = (f"open https://drive.google.com/file/d/{entry.drive_id}/view in a browser and download it"
+           if entry.drive_id else f"download it from {entry.source}")
+    return (f"{entry.filename} ({entry.name}, {entry.arch}) is hosted on Google Drive, which allows no "
+            f"direct download.\n  1. {how};\n  2. save it as {target}\n     (or anywhere, and pass "
+            f"the file's path instead of the name).\nThe cache folder can be moved with {CACHE_ENV}.")
+
+
+def resolve(model: str | os.PathLike) -> Path:
+    """A zoo name or a path -> the checkpoint file to load. Never downloads."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        return path
+    name = str(model)
+    if name in WEIGHTS:
+        target = local_path(name)
+        if target.is_file():
+            return target
+        entry = WEIGHTS[name]
+        hint = (f"run `napari-iog weights fetch {name}`" if entry.url else manual_instructions(entry))
+        raise FileNotFoundError(f"{name} is not in the cache ({target}): {hint}")
+    if path.suffix or os.sep in name or "/" in name:
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    raise UnknownModelError(f"unknown model {name!r}: known names are {', '.join(WEIGHTS)}, or give a "
+                            "checkpoint file's path")
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _recorded() -> dict[str, str]:
+    path = cache_dir() / CHECKSUMS_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _record(filename: str, sha256: str) -> None:
+    records = _recorded()
+    records[filename] = sha256
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(records, f, indent=1, sort_keys=True)
+    os.replace(tmp, folder / CHECKSUMS_FILE)
+
+
+def expected_sha256(filename: str) -> str | None:
+    for entry in WEIGHTS.values():
+        if entry.filename == filename and entry.sha256:
+            return entry.sha256
+    return _recorded().get(filename)
+
+
+def fetch(name: str, progress: Callable[[int, int | None], None] | None = None, timeout: float = 60) -> Path:
+    """Make ``name`` present in the cache and return its path.
+
+    A file already there is used as it is (no network). Otherwise the direct URL is downloaded
+    to a temporary file beside the target, checked (length, sha256 when known, loadable as the
+    expected architecture) and renamed into place; on any failure nothing is left behind.
+    Files without a direct URL raise :class:`ManualDownloadRequired` with instructions.
+    ``progress(done_bytes, total_bytes_or_None)`` is called as bytes arrive.
+    """
+    if name not in WEIGHTS:
+        raise UnknownModelError(f"unknown model {name!r}: known names are {', '.join(WEIGHTS)}")
+    entry = WEIGHTS[name]
+    target = local_path(name)
+    if target.is_file():
+        return target
+    if not entry.url:
+        raise ManualDownloadRequired(manual_instructions(entry))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{entry.filename}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            digest = _download(entry.url, out, progress, timeout)
+        want = expected_sha256(entry.filename)
+        if want and digest != want:
+            raise DownloadError(f"{entry.url}: sha256 {digest} does not match the expected {want}; "
+                                "the file is corrupt or not the published one, and was not kept")
+        _check_loadable(tmp, entry)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _record(entry.filename, digest)
+    return target
+
+
+def _download(url: str, out, progress, timeout: float) -> str:
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            total = response.headers.get("Content-Length")
+            total = int(total) if total is not None else None
+            done = 0
+            while block := response.read(1 << 20):
+                out.write(block)
+                digest.update(block)
+                done += len(block)
+                if progress:
+                    progress(done, total)
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        raise DownloadError(f"downloading {url} failed: {err}") from err
+    if total is not None and done != total:
+        raise DownloadError(f"downloading {url} stopped after {done} of {total} bytes (truncated)")
+    out.flush()
+    os.fsync(out.fileno())
+    return digest.hexdigest()
+
+
+def _check_loadable(path: Path, entry: WeightsEntry) -> None:
+    from .models.checkpoint import CheckpointError, read_checkpoint
+
+    try:
+        checkpoint = read_checkpoint(path)
+    except CheckpointError as err:
+        raise DownloadError(f"the downloaded {entry.filename} is not a usable checkpoint: {err}") from err
+    if checkpoint["arch"] != entry.arch:
+        raise DownloadError(f"the downloaded {entry.filename} holds a {checkpoint['arch']} network, "
+                            f"not the expected {entry.arch}")
+
+
+def verify(path: str | os.PathLike) -> dict:
+    """Load a checkpoint (a path or a zoo name), check it against what is known of it, and
+    record its sha256 the first time. Raises a CheckpointError/DownloadError when it does not
+    verify; returns a report (arch, parameters, sha256, status)."""
+    from .models.checkpoint import read_checkpoint
+
+    file = resolve(path)
+    checkpoint = read_checkpoint(file)
+    digest = sha256_of(file)
+    known = expected_sha256(file.name)
+    entry = next((e for e in WEIGHTS.values() if e.filename == file.name), None)
+    if entry is not None and checkpoint["arch"] != entry.arch:
+        raise DownloadError(f"{file} holds a {checkpoint['arch']} network; {entry.name} is {entry.arch}")
+    if known and known != digest:
+        raise DownloadError(f"{file}: sha256 {digest} differs from the recorded {known}; the file changed "
+                            "or is corrupt")
+    status = "sha256 matches" if known else "sha256 recorded (first verification)"
+    if entry is not None and not known:
+        _record(file.name, digest)
+    elif entry is None:
+        status = "not a zoo file; sha256 computed"
+    n_params = sum(int(t.numel()) for t in checkpoint["state_dict"].values())
+    return {"path": str(file), "arch": checkpoint["arch"], "state_dict_values": n_params, "sha256": digest,
+            "status": status, "zoo_name": entry.name if entry else None, "card": checkpoint["card"]}
