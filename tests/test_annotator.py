@@ -191,6 +191,25 @@ def test_world_coordinates_give_the_same_object(make_napari_viewer, predictor):
     assert committed[0].any()
 
 
+def test_16_bit_and_float_images_are_scaled_by_the_contrast_limits(make_napari_viewer, predictor):
+    image, _ = synthetic_scene()
+    gray = image.mean(axis=2)
+    viewer = make_napari_viewer()
+    results = []
+    for data, limits in ((gray.astype(np.uint8), (0, 255)), ((gray * 256).astype(np.uint16), (0, 255 * 256)),
+                         (gray / 255.0, (0.0, 1.0))):
+        layer = viewer.add_image(data, contrast_limits=limits)
+        ann = Annotator(viewer, layer, predictor)
+        network_input = predictor.network_input(data, CORNERS, INSIDE, **ann.session.predict_options)[0]
+        results.append(network_input[:3])
+        assert ann.session.predict_options["contrast_limits"] == tuple(map(float, limits))
+        layer.contrast_limits = (limits[0], limits[1] / 2)      # the user brightens the view
+        assert ann.session.predict_options["contrast_limits"][1] == limits[1] / 2
+        ann.close()
+    torch.testing.assert_close(results[1], results[0], atol=1.5, rtol=0)
+    torch.testing.assert_close(results[2], results[0], atol=1.5, rtol=0)
+
+
 def test_a_stack_slice_is_annotated_alone(make_napari_viewer, predictor):
     viewer = make_napari_viewer()
     image, _ = synthetic_scene()

@@ -104,6 +104,8 @@ class Annotator:
             options["channels"] = tuple(channels)
         self.session = AnnotationSession(self.predictor, self._image_data(), self.labels_layer.data,
                                          overwrite=overwrite, predict_options=options)
+        self._follow_contrast_limits()
+        self.image_layer.events.contrast_limits.connect(self._follow_contrast_limits)
         self.asynchronous = _qt_app_running() if asynchronous is None else bool(asynchronous)
         self.negative = False
         self.last_latency: float | None = None
@@ -173,6 +175,10 @@ class Annotator:
         lay = self.image_layer
         return dict(scale=lay.scale, translate=lay.translate, rotate=lay.rotate, shear=lay.shear)
 
+    def _follow_contrast_limits(self, event=None) -> None:
+        """16-bit and float images reach the network scaled as the user sees them."""
+        self.session.predict_options["contrast_limits"] = tuple(float(v) for v in self.image_layer.contrast_limits)
+
     def _make_helper_layers(self) -> None:
         ndim = self.image_layer.ndim
         self.clicks_layer = Points(
@@ -204,6 +210,7 @@ class Annotator:
     def close(self, remove_layers: bool = True) -> None:
         """Stop listening to the viewer; remove the helper layers (not the labels)."""
         self.clicks_layer.events.data.disconnect(self._on_clicks_changed)
+        self.image_layer.events.contrast_limits.disconnect(self._follow_contrast_limits)
         if self._on_mouse_press in self.clicks_layer.mouse_drag_callbacks:
             self.clicks_layer.mouse_drag_callbacks.remove(self._on_mouse_press)
         if self._on_mouse_move in self.viewer.mouse_move_callbacks:
