@@ -152,16 +152,16 @@ def initial_clicks(mask: np.ndarray) -> dict[str, list]:
 
 def extreme_points(mask: np.ndarray) -> list[tuple[int, int]]:
     """DEXTR's four clicks: left-, right-most, top and bottom pixels (the middle one of each
-    extreme row/column)."""
+    extreme column/row)."""
     rows, cols = np.nonzero(mask)
-    points = []
-    for values, other, pick in ((cols, rows, np.min), (cols, rows, np.max), (rows, cols, np.min),
-                                (rows, cols, np.max)):
-        extreme = pick(values)
-        along = np.sort(other[values == extreme])
-        middle = int(along[len(along) // 2])
-        points.append((middle, int(extreme)) if values is cols else (int(extreme), middle))
-    return points
+
+    def middle(values):
+        values = np.sort(values)
+        return int(values[len(values) // 2])
+
+    left, right, top, bottom = cols.min(), cols.max(), rows.min(), rows.max()
+    return [(middle(rows[cols == left]), int(left)), (middle(rows[cols == right]), int(right)),
+            (int(top), middle(cols[rows == top])), (int(bottom), middle(cols[rows == bottom]))]
 
 
 def iou(prediction: np.ndarray, truth: np.ndarray, ignore: np.ndarray | None = None) -> float:
@@ -216,9 +216,8 @@ class BoxBaseline:
     first_click = 2
 
     def segment(self, image, clicks) -> np.ndarray:
-        (r0, c0), (r1, c1) = clicks["corners"]
         mask = np.zeros(image.shape[:2], bool)
-        mask[min(r0, r1):max(r0, r1) + 1, min(c0, c1):max(c0, c1) + 1] = True
+        mask[G.box_from_corners(clicks["corners"], mask.shape).slices()] = True
         return mask
 
     def takes_corrections(self) -> bool:
@@ -245,10 +244,8 @@ class GrabCutBaseline:
         if rgb.ndim == 2:
             rgb = np.repeat(rgb[..., None], 3, axis=2)
         bgr = np.ascontiguousarray(rgb[..., ::-1].astype(np.uint8))
-        (r0, c0), (r1, c1) = clicks["corners"]
-        r0, r1, c0, c1 = min(r0, r1), max(r0, r1), min(c0, c1), max(c0, c1)
         mask = np.full(bgr.shape[:2], cv2.GC_BGD, np.uint8)
-        mask[r0:r1 + 1, c0:c1 + 1] = cv2.GC_PR_FGD
+        mask[G.box_from_corners(clicks["corners"], mask.shape).slices()] = cv2.GC_PR_FGD
         for key, value in (("inside", cv2.GC_FGD), ("positive", cv2.GC_FGD), ("negative", cv2.GC_BGD)):
             for r, c in clicks.get(key, []):
                 cv2.circle(mask, (int(c), int(r)), self.seed_radius, int(value), -1)

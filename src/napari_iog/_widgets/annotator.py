@@ -121,12 +121,17 @@ class Annotator:
 
     # --- set-up ------------------------------------------------------------------------------
 
+    def _by_name(self, layer):
+        """A layer given by name -> the layer (None and layers pass through)."""
+        if isinstance(layer, str):
+            if layer not in self.viewer.layers:
+                raise ValueError(f"no layer named {layer!r} in the viewer")
+            return self.viewer.layers[layer]
+        return layer
+
     def _find_image_layer(self, layer) -> Image:
         layers = self.viewer.layers
-        if isinstance(layer, str):
-            if layer not in layers:
-                raise ValueError(f"no layer named {layer!r} in the viewer")
-            layer = layers[layer]
+        layer = self._by_name(layer)
         if layer is None:
             selected = [lay for lay in layers.selection if isinstance(lay, Image)]
             images = [lay for lay in layers if isinstance(lay, Image)]
@@ -152,11 +157,7 @@ class Annotator:
         return layer.data[0] if layer.multiscale else layer.data
 
     def _find_or_make_labels(self, layer) -> Labels:
-        layers = self.viewer.layers
-        if isinstance(layer, str):
-            if layer not in layers:
-                raise ValueError(f"no layer named {layer!r} in the viewer")
-            layer = layers[layer]
+        layer = self._by_name(layer)
         if layer is None:
             layer = Labels(np.zeros(self.spatial_shape, np.uint32), name=f"{self.image_layer.name} labels",
                            **self._transform())
