@@ -2,12 +2,15 @@
 
     napari-iog weights list | fetch NAME | verify PATH_OR_NAME
     napari-iog evaluate --dataset grabcut --model iog-pascal-sbd [--model box ...]
+    napari-iog train --images DIR --labels DIR --base MODEL --out PATH [--steps N ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -113,6 +116,101 @@ def _evaluate(args) -> int:
     return 0
 
 
+SHARED_TRAINING_SETS = ("sstem", "cvppp", "bsds")
+CANCELLED_EXIT = 3
+
+
+def _training_pairs(args):
+    from .training import bsds_pairs, cvppp_pairs, pairs_from_folders, sstem_pairs
+
+    if args.dataset:
+        if args.dataset in ("grabcut", "berkeley"):
+            raise ValueError(f"{args.dataset} is an evaluation benchmark: training on it would make its "
+                             "figures meaningless")
+        if args.dataset not in SHARED_TRAINING_SETS:
+            raise ValueError(f"unknown training set {args.dataset!r}: {', '.join(SHARED_TRAINING_SETS)}")
+        root = Path(args.data_root) if args.data_root else Path("..") / "shared" / "data"
+        loader, folder = {"sstem": (sstem_pairs, "sstem_vnc"), "cvppp": (cvppp_pairs, "cvppp_a1"),
+                          "bsds": (bsds_pairs, "bsds500_test_regions")}[args.dataset]
+        return loader(root / folder)
+    if not (args.images and args.labels):
+        raise ValueError("give --images DIR and --labels DIR (or --dataset sstem|cvppp|bsds)")
+    return pairs_from_folders(args.images, args.labels)
+
+
+def _train(args) -> int:
+    from .training import TrainConfig, pairs_from_folders, split_pairs, train
+
+    rank = int(os.environ.get("RANK", "0"))
+    pairs = _training_pairs(args)
+    if not pairs:
+        raise ValueError("no image has a matching label file with objects in it: label files are matched "
+                         "to images by name (a.png or a.tif for a.jpg)")
+    if args.val_images or args.val_labels:
+        if not (args.val_images and args.val_labels):
+            raise ValueError("give both --val-images and --val-labels")
+        train_pairs, val_pairs, how = pairs, pairs_from_folders(args.val_images, args.val_labels), "given"
+    else:
+        train_pairs, val_pairs, how = split_pairs(pairs, args.val_fraction, args.seed)
+    config = TrainConfig(base=args.base, out=args.out, epochs=args.epochs, steps=args.steps, lr=args.lr,
+                         optimizer=args.optimizer, batch_size=args.batch_size, accumulate=args.accumulate,
+                         device=args.device, amp=args.amp, freeze_backbone=args.freeze_backbone,
+                         val_fraction=args.val_fraction, val_objects=args.val_objects, seed=args.seed,
+                         min_area=args.min_area, workers=args.workers, checkpoint_every=args.checkpoint_every,
+                         val_every=args.val_every, resume=args.resume, half=args.half)
+    cancel = {"asked": False}
+
+    def ask_to_stop(signum, frame):
+        if cancel["asked"]:            # a second Ctrl+C: stop now, the last checkpoint stays
+            raise KeyboardInterrupt
+        cancel["asked"] = True
+        if rank == 0:
+            print("\nstopping after this step (the checkpoint will be saved; Ctrl+C again to abort)",
+                  file=sys.stderr)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, ask_to_stop)
+    json_lines = args.progress == "json"
+    bar = ProgressBar(None, "train")
+
+    def on_event(event):
+        if json_lines:
+            print(json.dumps(event), flush=True)
+            return
+        kind = event["event"]
+        if kind == "start":
+            data = event["data"]
+            print(f"{event['arch']} on {event['device']} x{event['world_size']}: {event['objects']} objects from "
+                  f"{data['images']} images ({data['skipped_small']} too small skipped, {data['touching_border']} "
+                  f"touching the border kept, {data['empty_images']} images without labels); "
+                  f"{event['validation_objects']} held-out objects ({how}); {event['total_steps']} steps, "
+                  f"amp {event['amp']}" + (f"; resuming at step {event['resumed_from']}" if event["resumed_from"] else ""),
+                  file=sys.stderr)
+            bar.total, bar.start = event["total_steps"], time.monotonic()
+        elif kind == "step":
+            eta = f"{event['eta_s']:.0f}s" if event["eta_s"] is not None else "?"
+            bar.stream.write(f"\rtrain step {event['step']}/{event['total_steps']} loss {event['loss']:.4f} "
+                             f"{event['steps_per_s']:.2f} steps/s ETA {eta}".ljust(80))
+            bar.stream.flush()
+        elif kind == "validation":
+            print(f"\nvalidation mIoU@3 at step {event['step']}: {event['miou']:.3f}", file=sys.stderr)
+
+    summary = train(config, train_pairs, val_pairs, on_event=on_event, should_stop=lambda: cancel["asked"])
+    if rank != 0:
+        return 0
+    if args.summary:
+        Path(args.summary).write_text(json.dumps(summary, indent=1))
+    if not json_lines:
+        before, after = summary["val_miou_before"], summary["val_miou_after"]
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
+        agree = len(set(summary["rank_digests"])) == 1
+        print(f"\n{summary['status']}: {summary['steps']}/{summary['total_steps']} steps in {summary['seconds']:.0f} s; "
+              f"held-out mIoU@3 {fmt(before)} -> {fmt(after)}; model: {summary['out']}"
+              + (f"; weights identical on all {summary['world_size']} ranks: {'yes' if agree else 'NO'}"
+                 if summary["world_size"] > 1 else ""))
+    return 0 if summary["status"] == "complete" else CANCELLED_EXIT
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-iog", description="IOG segmentation from the command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +228,44 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--out", default="evaluation")
     evaluate.add_argument("--no-plot", action="store_true")
+
+    train = sub.add_parser("train", help="train or fine-tune a model on your annotated images",
+                           description="Train or fine-tune an IOG model. Ctrl+C (or SIGTERM) stops after the "
+                           "current step and saves; --resume continues. Multi-GPU: torchrun --nproc_per_node N "
+                           "-m napari_iog train ...")
+    data = train.add_argument_group("data")
+    data.add_argument("--images", help="folder of images (tif, png, jpg)")
+    data.add_argument("--labels", help="folder of instance-label files with the images' names (0 = background)")
+    data.add_argument("--dataset", help=f"a dataset of ../shared/data instead: {', '.join(SHARED_TRAINING_SETS)}")
+    data.add_argument("--data-root", default=None, help="where --dataset lives (../shared/data)")
+    data.add_argument("--val-images", help="validation images (default: --val-fraction of the images)")
+    data.add_argument("--val-labels")
+    data.add_argument("--val-fraction", type=float, default=0.2, help="images held out for validation (0.2)")
+    data.add_argument("--val-objects", type=int, default=200, help="at most this many validation objects (200)")
+    data.add_argument("--min-area", type=int, default=64, help="skip objects smaller than this, in pixels (64)")
+    train.add_argument("--base", required=True,
+                       help="model to start from: a zoo name, a checkpoint path, or an architecture "
+                            "(iog-resnet18, iog-refine-resnet101 ...) for random weights")
+    train.add_argument("--out", required=True, help="checkpoint to write (and PATH.state.pt to resume from)")
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (AdamW 1e-4, SGD 1e-8 as published)")
+    train.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    train.add_argument("--batch-size", type=int, default=4, help="per process (4)")
+    train.add_argument("--accumulate", type=int, default=1, help="micro-batches per optimizer step (1)")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
+                       help="mixed precision (auto: bf16 on CUDA, off on CPU)")
+    train.add_argument("--freeze-backbone", action="store_true", help="train the heads only (fast on a CPU)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--workers", type=int, default=0, help="data-loading processes (0)")
+    train.add_argument("--val-every", type=int, default=0, help="also validate every N steps")
+    train.add_argument("--checkpoint-every", type=int, default=0, help="also save every N steps")
+    train.add_argument("--resume", action="store_true", help="continue from OUT.state.pt")
+    train.add_argument("--half", action="store_true", help="store the weights as float16 (half the size)")
+    train.add_argument("--progress", choices=["bar", "json"], default="bar",
+                       help="json: one event per line on stdout (for programs)")
+    train.add_argument("--summary", help="write the final summary as JSON here")
     return parser
 
 
@@ -140,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.action != "list" and not args.name:
                 raise SystemExit(f"napari-iog weights {args.action} needs a name")
             return _weights(args)
+        if args.command == "train":
+            return _train(args)
         return _evaluate(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"napari-iog: {err}", file=sys.stderr)

@@ -106,21 +106,47 @@ def labels_instances(image: np.ndarray, labels: np.ndarray, name: str = "image",
             yield Instance(f"{name}#{int(label_id)}", np.asarray(image), mask)
 
 
-def folder_dataset(images: str | Path, labels: str | Path, min_area: int = 16) -> Iterator[Instance]:
-    """Images and instance-label files matched by name (``a.jpg`` with ``a.png`` or ``a.tif``)."""
-    labels_by_stem = {p.stem: p for p in Path(labels).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-    for image_path in sorted(Path(images).iterdir()):
+def read_label_image(path: str | Path) -> np.ndarray:
+    """An instance-label file as an integer array (0 = background).
+
+    Palette PNGs (CVPPP's) give their indices, not their colours; colour-coded RGB files give
+    one id per colour (black = background); tif stacks come back as they are.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".png":
+        from PIL import Image
+
+        with Image.open(path) as handle:
+            if handle.mode in ("P", "L", "I", "I;16"):
+                return np.asarray(handle)
+    label_image = _read_image(path)
+    if label_image.ndim == 3 and label_image.shape[2] in (3, 4) and path.suffix.lower() not in (".tif", ".tiff"):
+        flat = label_image[..., :3].reshape(-1, 3)
+        _, ids = np.unique(flat, axis=0, return_inverse=True)
+        ids = ids.reshape(-1) + 1
+        ids[~flat.any(axis=1)] = 0
+        label_image = ids.reshape(label_image.shape[:2])
+    return label_image
+
+
+def folder_pairs(images: str | Path, labels: str | Path) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """``(name, image, label image)`` for image and label files matched by name (``a.jpg`` with
+    ``a.png`` or ``a.tif``); images without a label file are left out."""
+    images, labels = Path(images), Path(labels)
+    for folder, what in ((images, "images"), (labels, "labels")):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"the {what} folder {folder} does not exist")
+    labels_by_stem = {p.stem: p for p in labels.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    for image_path in sorted(images.iterdir()):
         if image_path.suffix.lower() not in IMAGE_SUFFIXES or image_path.stem not in labels_by_stem:
             continue
-        label_image = _read_image(labels_by_stem[image_path.stem])
-        if label_image.ndim == 3:   # colour-coded instances: one id per colour
-            flat = label_image.reshape(-1, label_image.shape[2])
-            _, ids = np.unique(flat, axis=0, return_inverse=True)
-            background = ~flat.any(axis=1)
-            ids = ids.reshape(-1) + 1
-            ids[background] = 0
-            label_image = ids.reshape(label_image.shape[:2])
-        yield from labels_instances(_read_image(image_path), label_image, image_path.stem, min_area)
+        yield image_path.stem, _read_image(image_path), read_label_image(labels_by_stem[image_path.stem])
+
+
+def folder_dataset(images: str | Path, labels: str | Path, min_area: int = 16) -> Iterator[Instance]:
+    """Images and instance-label files matched by name (see :func:`folder_pairs`)."""
+    for name, image, label_image in folder_pairs(images, labels):
+        yield from labels_instances(image, label_image, name, min_area)
 
 
 def load_dataset(spec: str | Path, data_root: str | Path | None = None) -> list[Instance]:

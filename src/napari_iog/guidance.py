@@ -236,6 +236,37 @@ def resize_bicubic(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=False)
 
 
+def frame_input(rgb_crop: np.ndarray, crop: Box, box: Box, inside: Sequence[Sequence[float]],
+                positive: Sequence[Sequence[float]] = (), negative: Sequence[Sequence[float]] = (),
+                refine: bool = False, outside: np.ndarray | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What the network is fed for one object, shared by the predictor and by training.
+
+    ``rgb_crop`` is the crop (H, W, 3) in 0..255; points are image (row, col). Returns the
+    5-channel input ``[5, FRAME, FRAME]`` and, for refinement models, the click maps
+    ``[2, FRAME, FRAME]`` (else None). ``outside`` (frame coordinates) replaces the box's
+    padded corners, for training's jittered outside clicks.
+
+    Refinement models: the backbone sees the three clicks and corrections go to the click
+    encoder only. Plain IOG: corrections are drawn into the inside/outside maps and the whole
+    network re-runs (an approximation: it was trained with three clicks only).
+    """
+    x_img = resize_bilinear(torch.from_numpy(np.ascontiguousarray(rgb_crop, dtype=np.float32))
+                            .permute(2, 0, 1)[None], (FRAME, FRAME))[0]
+    inside_f = to_frame(inside, crop)
+    outside_f = outside_points(box, crop) if outside is None else np.asarray(outside, np.float64)
+    positive_f = to_frame(positive, crop) if len(positive) else np.zeros((0, 2))
+    negative_f = to_frame(negative, crop) if len(negative) else np.zeros((0, 2))
+    if refine:
+        base = guidance_maps(inside_f, outside_f)
+        clicks = add_clicks(base, positive_f, negative_f, quantise=True) if (
+            len(positive_f) or len(negative_f)) else base
+        return (torch.cat([x_img, torch.from_numpy(base)]),
+                torch.from_numpy(np.ascontiguousarray(clicks, dtype=np.float32)))
+    maps = guidance_maps(np.concatenate([inside_f, positive_f]), np.concatenate([outside_f, negative_f]))
+    return torch.cat([x_img, torch.from_numpy(maps)]), None
+
+
 def paste(crop_values: np.ndarray, crop: Box, shape: Sequence[int], dtype=np.float32) -> np.ndarray:
     """A full-size zero canvas with the in-image part of ``crop_values`` pasted at ``crop``."""
     out = np.zeros(tuple(shape[:2]), dtype=dtype)

@@ -365,24 +365,8 @@ class IOGPredictor:
         crop, box = job["crop"], job["box"]
         rgb = self._read(image, layout, value_range, crop)
         t1 = time.perf_counter()
-        x_img = G.resize_bilinear(torch.from_numpy(rgb).permute(2, 0, 1)[None], (G.FRAME, G.FRAME))[0]
-        inside = G.to_frame(job["inside"], crop)
-        outside = G.outside_points(box, crop)
-        positive = G.to_frame(job["positive"], crop) if job["positive"] else np.zeros((0, 2))
-        negative = G.to_frame(job["negative"], crop) if job["negative"] else np.zeros((0, 2))
-        if self.is_refine:
-            # The backbone sees the three clicks; corrections go to the click encoder only.
-            base = G.guidance_maps(inside, outside)
-            clicks = G.add_clicks(base, positive, negative, quantise=True) if (
-                len(positive) or len(negative)) else base
-            x = torch.cat([x_img, torch.from_numpy(base)])
-            clicks_t = torch.from_numpy(np.ascontiguousarray(clicks, dtype=np.float32))
-        else:
-            # Plain IOG: corrections are drawn into the inside/outside maps and the whole
-            # network re-runs (an approximation: it was trained with three clicks only).
-            maps = G.guidance_maps(np.concatenate([inside, positive]), np.concatenate([outside, negative]))
-            x = torch.cat([x_img, torch.from_numpy(maps)])
-            clicks_t = None
+        x, clicks_t = G.frame_input(rgb, crop, box, job["inside"], job["positive"], job["negative"],
+                                    refine=self.is_refine)
         key = None
         if self.is_refine:
             digest = hashlib.blake2b(rgb.tobytes(), digest_size=16).hexdigest()

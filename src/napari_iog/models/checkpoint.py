@@ -224,6 +224,12 @@ def save_model(model: nn.Module, path: str | os.PathLike, card: Mapping[str, Any
             value = value.half()
         state_dict[key] = value.clone()
     payload = {"arch": arch, "config": model_config(model), "state_dict": state_dict, "card": card}
+    return atomic_save(payload, path)
+
+
+def atomic_save(payload: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename: a crash or a kill
+    leaves the previous file whole, never half a file."""
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)

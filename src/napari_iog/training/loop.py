@@ -1,0 +1,483 @@
+"""The training / fine-tuning loop.
+
+As published: BCE with logits on the fine output and the four coarse outputs, summed over
+pixels and divided by the batch size; SGD (momentum 0.9, weight decay 5e-4, lr 1e-8 for that
+summed loss) or AdamW (the default: it adapts in far fewer steps, which is what fine-tuning on
+a few annotated objects needs). Linear warm-up then cosine decay; bf16 autocast on CUDA;
+gradient accumulation; an optional frozen backbone (only the heads learn: fast on a CPU).
+
+Validation: the held-out objects are segmented by :class:`~napari_iog.predictor.IOGPredictor`
+with the simulated user's three clicks (mIoU@3), before training and after every epoch.
+
+Checkpoints: ``out`` is a model in the project's format with a card (what it was trained
+from and on, how long, validation before and after); ``out`` + ``.state.pt`` holds what a
+resumed run needs (optimizer, schedule, step). Both are written atomically. The random draws
+depend only on (seed, epoch, sample), so a resumed run sees exactly the data the first one
+would have.
+
+Distributed: under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in
+DistributedDataParallel (NCCL on CUDA, gloo on CPU) and the data split by a
+DistributedSampler; rank 0 validates and writes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .. import __version__
+from .. import guidance as G
+from .. import zoo
+from ..evaluation import IOGMethod, evaluate, next_click
+from ..models import ARCHITECTURES, IOGRefineNetwork, build_model, load_model, resolve_device, save_model
+from ..models.checkpoint import atomic_save
+from .data import DEFAULT_MIN_AREA, InstanceDataset, Pair, validation_instances
+
+OPTIMIZERS = ("adamw", "sgd")
+DEFAULT_LR = {"adamw": 1e-4, "sgd": 1e-8}     # sgd: the published value, for the summed loss
+DEFAULT_WEIGHT_DECAY = {"adamw": 1e-2, "sgd": 5e-4}
+AMP_CHOICES = ("auto", "off", "bf16", "fp16")
+STATE_SUFFIX = ".state.pt"
+
+
+class TrainingError(RuntimeError):
+    """A training run that cannot start (bad data, bad base model, a resume that does not fit)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; stored in the checkpoint's card and in its resume state.
+
+    ``base``: a zoo name, a checkpoint path, or an architecture name (``iog-resnet18`` ...)
+    for random initialisation. ``steps`` (optimizer steps) overrides ``epochs`` when given.
+    ``batch_size`` is per process; ``accumulate`` micro-batches make one optimizer step.
+    ``val_every`` (steps) validates between epoch ends too, for a curve on long epochs.
+    ``freeze_bn``: None freezes the BatchNorm statistics when starting from trained weights
+    (small batches would spoil them) and trains them from a random start.
+    """
+
+    base: str
+    out: str
+    epochs: int = 10
+    steps: int | None = None
+    lr: float | None = None
+    optimizer: str = "adamw"
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    batch_size: int = 4
+    accumulate: int = 1
+    warmup_steps: int | None = None
+    device: str = "auto"
+    amp: str = "auto"
+    freeze_backbone: bool = False
+    freeze_bn: bool | None = None
+    val_fraction: float = 0.2
+    val_objects: int = 200
+    seed: int = 0
+    min_area: int = DEFAULT_MIN_AREA
+    augment: bool = True
+    jitter: bool = True
+    correction_prob: float = 0.5
+    workers: int = 0
+    checkpoint_every: int = 0
+    val_every: int = 0
+    resume: bool = False
+    half: bool = False
+
+    def check(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise TrainingError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
+        if self.amp not in AMP_CHOICES:
+            raise TrainingError(f"amp must be one of {AMP_CHOICES}, not {self.amp!r}")
+        for name in ("epochs", "batch_size", "accumulate"):
+            if int(getattr(self, name)) < 1:
+                raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.steps is not None and self.steps < 1:
+            raise TrainingError(f"steps must be at least 1, got {self.steps}")
+        if self.lr is not None and not self.lr > 0:
+            raise TrainingError(f"lr must be positive, got {self.lr}")
+        if not 0.0 <= self.correction_prob <= 1.0:
+            raise TrainingError(f"correction_prob must be in [0, 1], got {self.correction_prob}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def state_path(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + STATE_SUFFIX)
+
+
+# --- pieces ------------------------------------------------------------------------------------------
+
+def load_base(base: str, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
+    """The model to start from and what to say of it in the card."""
+    if base in ARCHITECTURES:
+        if base.startswith("dextr"):
+            raise TrainingError("training supports the IOG architectures, not DEXTR")
+        return build_model(base, seed=seed), {"base": base, "base_init": "random"}
+    try:
+        path = zoo.resolve(base)
+    except (FileNotFoundError, zoo.UnknownModelError) as err:
+        raise TrainingError(f"base model: {err}; or give an architecture name to start from random "
+                            f"weights ({', '.join(a for a in ARCHITECTURES if a.startswith('iog'))})") from err
+    model = load_model(path)
+    if model.arch.startswith("dextr"):
+        raise TrainingError("training supports the IOG architectures, not DEXTR")
+    card = dict(getattr(model, "card", {}) or {})
+    return model, {"base": str(base), "base_path": str(path), "base_init": "checkpoint",
+                   "base_card": {k: card[k] for k in ("arch", "trained_on", "data", "steps") if k in card}}
+
+
+def iog_loss(fine: torch.Tensor, coarse: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    """The published loss: per-pixel BCE with logits on all five outputs, summed over pixels,
+    divided by the batch size."""
+    total = sum(F.binary_cross_entropy_with_logits(o.float(), target, reduction="sum")
+                for o in (fine, *coarse))
+    return total / target.shape[0]
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to zero at ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def freeze(model: nn.Module, backbone: bool, batchnorm: bool) -> None:
+    """Stop gradients into the backbone and/or freeze BatchNorm (statistics and affine)."""
+    for p in model.backbone.parameters():
+        p.requires_grad_(not backbone)
+    # CoarseNet's upsamples.0 is in the published weights but in no forward pass: DDP would
+    # wait for its gradients forever.
+    for p in model.Coarse_net.upsamples[0].parameters():
+        p.requires_grad_(False)
+    if batchnorm:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                for p in m.parameters():
+                    p.requires_grad_(False)
+
+
+def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def weights_digest(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def validate(model: nn.Module, instances, device: torch.device) -> float | None:
+    """mIoU@3 of the held-out objects, with the predictor exactly as the annotator runs it."""
+    if not instances:
+        return None
+    from ..predictor import IOGPredictor
+
+    frozen = copy.deepcopy(model).eval()
+    predictor = IOGPredictor(frozen, device=device, precision="float32", warmup=False)
+    summary = evaluate(IOGMethod(predictor), instances, max_clicks=3)["summary"]
+    return float(summary["miou@3"])
+
+
+def add_corrections(model: nn.Module, batch: dict[str, torch.Tensor], rng: np.random.Generator,
+                    max_clicks: int = 3) -> torch.Tensor:
+    """Simulated correction clicks for refinement models: run the model, put the next click at
+    the most interior pixel of the largest error region (positive when it is in the object),
+    draw it into the click maps; 1..``max_clicks`` rounds."""
+    clicks = batch["clicks"].clone()
+    target = batch["target"][:, 0].cpu().numpy() > 0.5
+    rounds = int(rng.integers(1, max_clicks + 1))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        features = model.encode(batch["x"])
+        for _ in range(rounds):
+            predicted = (model.decode(features, clicks) > 0)[:, 0].cpu().numpy()
+            maps = clicks.cpu().numpy()
+            for i in range(len(target)):
+                click = next_click(predicted[i], target[i])
+                if click is None:
+                    continue
+                point, positive = click
+                point = np.array([point], dtype=np.float64)
+                none = np.zeros((0, 2))
+                maps[i] = G.add_clicks(maps[i], point if positive else none, none if positive else point,
+                                       quantise=True)
+            clicks = torch.from_numpy(maps).to(batch["x"].device)
+    model.train(was_training)
+    return clicks
+
+
+# --- distributed ----------------------------------------------------------------------------------
+
+def distributed_context(device: str) -> tuple[int, int, torch.device, bool]:
+    """(rank, world size, device, whether this call started the process group)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, resolve_device(device), False
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    target = resolve_device(device)
+    if target.type == "cuda":
+        target = torch.device("cuda", local_rank)
+        torch.cuda.set_device(target)
+    started = False
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if target.type == "cuda" else "gloo")
+        started = True
+    return rank, world, target, started
+
+
+def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
+    if world == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+def train(config: TrainConfig, train_pairs: Sequence[Pair], val_pairs: Sequence[Pair] = (),
+          on_event: Callable[[dict[str, Any]], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Train ``config.base`` on ``train_pairs``; returns the run's summary.
+
+    ``on_event`` receives dicts: ``start``, ``validation``, ``step``, ``checkpoint``, ``end``
+    (only on rank 0). ``should_stop`` is polled after every optimizer step; when it says yes
+    the run saves its model and resume state at that step and ends with ``status`` "cancelled".
+    """
+    config.check()
+    emit = on_event or (lambda event: None)
+    rank, world, device, started_group = distributed_context(config.device)
+    emit = emit if rank == 0 else (lambda event: None)
+    try:
+        return _train(config, train_pairs, val_pairs, emit, should_stop or (lambda: False),
+                      rank, world, device)
+    finally:
+        if started_group:
+            dist.destroy_process_group()
+
+
+def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, device) -> dict[str, Any]:
+    out, state_file = Path(config.out).expanduser(), state_path(Path(config.out).expanduser())
+    torch.manual_seed(config.seed)
+    model, base_card = load_base(config.base, config.seed)
+    refine = isinstance(model, IOGRefineNetwork)
+    dataset = InstanceDataset(train_pairs, config.min_area, config.augment, config.jitter, refine, config.seed)
+    if len(dataset) == 0:
+        raise TrainingError(f"no objects to train on ({dataset.stats.to_dict()}): annotate some objects of at "
+                            f"least {config.min_area} pixels")
+    val_instances = validation_instances(val_pairs, config.min_area, config.val_objects, config.seed)
+    freeze_bn = config.freeze_bn if config.freeze_bn is not None else base_card["base_init"] == "checkpoint"
+    if not freeze_bn and config.batch_size < 2:
+        raise TrainingError("BatchNorm cannot learn from batches of one (the PSP's pooled features are 1x1): "
+                            "use --batch-size 2 or more (with --accumulate for memory), or start from a checkpoint")
+    freeze(model, config.freeze_backbone, freeze_bn)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr = config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
+    wd = config.weight_decay if config.weight_decay is not None else DEFAULT_WEIGHT_DECAY[config.optimizer]
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=wd)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+
+    per_epoch = len(dataset) // world
+    batches = per_epoch // config.batch_size if per_epoch >= config.batch_size else 1
+    steps_per_epoch = max(1, batches // config.accumulate)
+    total = config.steps if config.steps is not None else config.epochs * steps_per_epoch
+    epochs = math.ceil(total / steps_per_epoch)
+    warmup = config.warmup_steps if config.warmup_steps is not None else min(100, total // 20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
+
+    history: dict[str, list] = {"loss": [], "val": []}
+    step, val_before, seconds_before = 0, None, 0.0
+    if config.resume and state_file.is_file():
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        if state["arch"] != model.arch or state["total_steps"] != total:
+            raise TrainingError(f"{state_file} is a run of {state['arch']} for {state['total_steps']} steps; this "
+                                f"one is {model.arch} for {total}: use the same settings, or drop --resume")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, history, val_before = int(state["step"]), state["history"], state["val_before"]
+        seconds_before = float(state.get("seconds", 0.0))
+    resumed_from = step
+
+    module = model
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    amp_dtype = _amp_dtype(config.amp, device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and device.type == "cuda" else None
+    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
+                                                  seed=config.seed, drop_last=world > 1)
+    frame_pixels = 5 * G.FRAME * G.FRAME
+    card_base = {**base_card, "arch": module.arch, "data": dataset.stats.to_dict(),
+                 "licence_of_data": dataset.stats.sources, "objects": dataset.stats.objects,
+                 "validation_objects": len(val_instances), "total_steps": total,
+                 "config": {k: v for k, v in config.to_dict().items() if k not in ("out", "resume")},
+                 "napari_iog": __version__}
+
+    emit({"event": "start", "arch": module.arch, "device": str(device), "world_size": world, "objects":
+          dataset.stats.objects, "data": dataset.stats.to_dict(), "validation_objects": len(val_instances),
+          "total_steps": total, "epochs": epochs, "steps_per_epoch": steps_per_epoch, "resumed_from": resumed_from,
+          "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off", "lr": lr, "optimizer": config.optimizer})
+
+    def run_validation() -> float | None:
+        miou = validate(module, val_instances, device) if rank == 0 else None
+        if world > 1:
+            dist.barrier()
+        return miou
+
+    def save(status: str) -> None:
+        if rank != 0:
+            return
+        elapsed = seconds_before + time.perf_counter() - start
+        after = history["val"][-1][1] if history["val"] else None
+        card = {**card_base, "status": status, "steps": step, "seconds": round(elapsed, 1),
+                "val_miou_before": val_before, "val_miou_after": after,
+                "val_history": [list(v) for v in history["val"]]}
+        save_model(module, out, card, half=config.half)
+        atomic_save({"arch": module.arch, "total_steps": total, "step": step, "model": module.state_dict(),
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "history": history, "val_before": val_before, "seconds": elapsed}, state_file)
+        emit({"event": "checkpoint", "path": str(out), "step": step, "status": status})
+
+    start = time.perf_counter()
+    if step == 0 and val_instances:
+        val_before = run_validation()
+        history["val"].append([0, val_before])
+        emit({"event": "validation", "step": 0, "epoch": 0, "miou": val_before})
+
+    status = "complete"
+    loss_sum, loss_count, window_start, window_step = 0.0, 0, time.perf_counter(), step
+    set_train_mode(module, freeze_bn)
+    epoch = step // steps_per_epoch
+    while step < total and status == "complete":
+        skip = (step - epoch * steps_per_epoch) * config.accumulate * config.batch_size
+        dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        indices = list(sampler)[skip:]
+        loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=indices,
+                                             num_workers=config.workers, drop_last=len(indices) >= config.batch_size,
+                                             pin_memory=device.type == "cuda")
+        micro = 0
+        optimizer.zero_grad(set_to_none=True)   # no leftover micro-batch leaks into this epoch
+        if len(loader) == 0:
+            raise TrainingError(f"epoch {epoch + 1} has no batches (resume state out of step with the data?)")
+        for batch in loader:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            micro += 1
+            last_micro = micro % config.accumulate == 0
+            sync = model.no_sync() if (world > 1 and not last_micro) else nullcontext()
+            with sync:
+                if refine and config.correction_prob > 0:
+                    rng = np.random.default_rng([config.seed, step, micro, rank])
+                    if rng.random() < config.correction_prob:
+                        batch["clicks"] = add_corrections(module, batch, rng)
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    if refine:
+                        fine, coarse = model(batch["x"], batch["clicks"], return_coarse=True)
+                    else:
+                        fine, coarse = model(batch["x"], return_coarse=True)
+                loss = iog_loss(fine, coarse, batch["target"])
+                scaled = loss / config.accumulate
+                (scaler.scale(scaled) if scaler else scaled).backward()
+            loss_sum += float(loss.detach()) / frame_pixels
+            loss_count += 1
+            if not last_micro:
+                continue
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            now = time.perf_counter()
+            mean_loss = loss_sum / max(1, loss_count)
+            history["loss"].append([step, mean_loss])
+            rate = (step - window_step) / max(now - window_start, 1e-9)
+            emit({"event": "step", "step": step, "total_steps": total, "epoch": epoch + 1, "loss": mean_loss,
+                  "lr": optimizer.param_groups[0]["lr"], "steps_per_s": rate,
+                  "eta_s": (total - step) / rate if rate > 0 else None})
+            loss_sum, loss_count = 0.0, 0
+            if _any_rank(should_stop(), world, device):
+                status = "cancelled"
+                break
+            mid_epoch = step % steps_per_epoch and step < total
+            if config.val_every and step % config.val_every == 0 and mid_epoch and val_instances:
+                miou = run_validation()
+                history["val"].append([step, miou])
+                emit({"event": "validation", "step": step, "epoch": epoch + 1, "miou": miou})
+                set_train_mode(module, freeze_bn)
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and mid_epoch:
+                save(f"in progress: step {step} of {total}")
+            if step >= total:
+                break
+        if status == "cancelled":
+            break
+        if step % steps_per_epoch == 0 or step >= total:
+            epoch += 1
+            if val_instances:
+                miou = run_validation()
+                history["val"].append([step, miou])
+                emit({"event": "validation", "step": step, "epoch": epoch, "miou": miou})
+                set_train_mode(module, freeze_bn)
+            save("complete" if step >= total else f"in progress: epoch {epoch} of {epochs}")
+    if status == "cancelled":
+        save(f"cancelled at step {step} of {total}")
+
+    digests = [weights_digest(module)]
+    if world > 1:
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, digests[0])
+        digests = gathered
+    after = history["val"][-1][1] if history["val"] else None
+    summary = {"status": status, "out": str(out), "arch": module.arch, "steps": step, "total_steps": total,
+               "resumed_from": resumed_from, "objects": dataset.stats.objects, "data": dataset.stats.to_dict(),
+               "validation_objects": len(val_instances), "val_miou_before": val_before, "val_miou_after": after,
+               "val_history": history["val"], "final_loss": history["loss"][-1][1] if history["loss"] else None,
+               "seconds": round(seconds_before + time.perf_counter() - start, 1), "world_size": world,
+               "rank_digests": digests}
+    emit({"event": "end", **summary})
+    return summary
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]
