@@ -1,0 +1,368 @@
+"""The "IOG fine-tune" dock widget: adapt a model to the objects annotated so far.
+
+Training runs in a separate process (``python -m napari_iog train --progress json``) started
+with QProcess: the GUI stays responsive, a crash cannot take napari down, and the GPU memory
+is released when the process ends. The layers are read, never written: their labelled
+planes are exported to a temporary folder that the training process reads.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, PushButton,
+                              SpinBox)
+from napari.layers import Image, Labels
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QProcess, QProcessEnvironment, QTimer
+from qtpy.QtGui import QColor, QPainter, QPen
+from qtpy.QtWidgets import QSizePolicy, QWidget
+
+from .. import zoo
+from ..models import ARCHITECTURES
+from .annotator_widget import FROM_FILE, available_devices
+
+FROM_FOLDERS = "(the folders below)"
+CANCELLED_EXIT = 3
+#: How long a cancelled run may take to save its checkpoint before it is killed (ms).
+CANCEL_GRACE_MS = 60_000
+
+
+class LossPlot(QWidget):
+    """The training loss (blue, log scale) and the held-out mIoU@3 (orange dots, 0..1)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.losses: list[tuple[int, float]] = []
+        self.mious: list[tuple[int, float]] = []
+        self.total = 1
+        self.setMinimumHeight(140)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def clear(self, total: int = 1) -> None:
+        self.losses, self.mious, self.total = [], [], max(1, total)
+        self.update()
+
+    def add_loss(self, step: int, loss: float) -> None:
+        self.losses.append((step, loss))
+        self.update()
+
+    def add_miou(self, step: int, miou: float) -> None:
+        self.mious.append((step, miou))
+        self.update()
+
+    def paintEvent(self, event):  # noqa: N802 (Qt's name)
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        w, h, pad = self.width(), self.height(), 24
+        painter.fillRect(0, 0, w, h, QColor(38, 41, 48))
+        painter.setPen(QPen(QColor(140, 140, 140)))
+        painter.drawRect(pad, 6, w - pad - 6, h - pad - 6)
+        painter.drawText(2, h - 6, f"0 .. {self.total} steps   loss (blue, log)   held-out mIoU@3 (orange, 0..1)")
+        x_of = lambda step: pad + (w - pad - 6) * step / self.total
+        if len(self.losses) > 1:
+            logs = np.log10([max(v, 1e-6) for _, v in self.losses])
+            low, high = float(logs.min()), float(logs.max())
+            span = max(high - low, 1e-6)
+            painter.setPen(QPen(QColor(90, 170, 255), 1.5))
+            points = [(x_of(s), 6 + (h - pad - 12) * (high - v) / span) for (s, _), v in zip(self.losses, logs)]
+            for (x0, y0), (x1, y1) in zip(points, points[1:]):
+                painter.drawLine(int(x0), int(y0), int(x1), int(y1))
+        painter.setPen(QPen(QColor(255, 160, 40), 1))
+        painter.setBrush(QColor(255, 160, 40))
+        for step, miou in self.mious:
+            y = 6 + (h - pad - 12) * (1.0 - miou)
+            painter.drawEllipse(int(x_of(step)) - 3, int(y) - 3, 6, 6)
+        painter.end()
+
+
+def default_output(name: str) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return zoo.cache_dir() / "finetuned" / f"{_safe(name)}-{stamp}.pt"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "image"
+
+
+def export_layers(image_layer: Image, labels_layer: Labels, folder: Path) -> int:
+    """The labelled planes of the layers as images/*.png (RGB as the annotator sees them: the
+    layer's contrast limits) and labels/*.tif; returns how many planes."""
+    from tifffile import imwrite
+    from PIL import Image as PILImage
+
+    from ..training import pairs_from_arrays
+
+    pairs = pairs_from_arrays(np.asarray(image_layer.data), np.asarray(labels_layer.data), _safe(image_layer.name),
+                              contrast_limits=None if image_layer.rgb else image_layer.contrast_limits,
+                              rgb=image_layer.rgb)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    for pair in pairs:
+        name = _safe(pair.name)
+        PILImage.fromarray(pair.rgb).save(folder / "images" / f"{name}.png")
+        imwrite(folder / "labels" / f"{name}.tif", pair.labels.astype(np.uint32))
+    return len(pairs)
+
+
+class FineTuneWidget(Container):
+    """Choose the data, the base model and the settings; Start trains in a subprocess."""
+
+    def __init__(self, napari_viewer):
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.process: QProcess | None = None
+        self._tmp: Path | None = None
+        self._progress = None
+        self._stderr: list[str] = []
+        self._buffer = ""
+        self.result: dict | None = None
+        self.out_path: Path | None = None
+        self.cancelled = False
+
+        self.image = ComboBox(label="image", choices=self._image_choices, tooltip="the annotated image layer")
+        self.labels = ComboBox(label="labels", choices=self._labels_choices,
+                               tooltip="its labels layer: every object is a training example; in stacks only "
+                                       "labelled slices count")
+        self.images_dir = FileEdit(label="image folder", mode="d", tooltip=f"used when labels is {FROM_FOLDERS}")
+        self.labels_dir = FileEdit(label="label folder", mode="d",
+                                   tooltip="instance-label files (tif/png) with the images' names")
+        self.base = ComboBox(label="base model", choices=self._base_choices,
+                             tooltip="the model to adapt: one from the zoo, a file, or an architecture to "
+                                     "train from random weights")
+        self.base_file = FileEdit(label="base file", mode="r", filter="*.pth *.pt *.pth.tar")
+        self.out = FileEdit(label="save as", mode="w", filter="*.pt",
+                            tooltip="the new model; empty: a new file in the napari-iog cache folder")
+        self.steps = SpinBox(label="steps", min=0, max=1_000_000, value=200,
+                             tooltip="optimizer steps; 0: use epochs")
+        self.epochs = SpinBox(label="epochs", min=1, max=10_000, value=10, tooltip="used when steps is 0")
+        self.lr = LineEdit(label="learning rate", value="1e-4", tooltip="AdamW learning rate")
+        self.batch_size = SpinBox(label="batch size", min=1, max=256, value=4)
+        self.device = ComboBox(label="device", choices=available_devices(), value="auto")
+        self.freeze_backbone = CheckBox(text="freeze the backbone (fast on a CPU)", value=True)
+        self.val_fraction = FloatSpinBox(label="held out", min=0.0, max=0.9, step=0.05, value=0.2,
+                                         tooltip="share of images (or of objects, with one image) kept for "
+                                                 "validation")
+        self.start_button = PushButton(text="Start fine-tuning")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        buttons = Container(widgets=[self.start_button, self.cancel_button], layout="horizontal", labels=False)
+        self.plot = LossPlot()
+        self.status = Label(value="annotate some objects, then start")
+        self.status.native.setWordWrap(True)
+        self.use_button = PushButton(text="Use the new model in the annotator", enabled=False)
+        self.extend([self.image, self.labels, self.images_dir, self.labels_dir, self.base, self.base_file, self.out,
+                     self.steps, self.epochs, self.lr, self.batch_size, self.device, self.freeze_backbone,
+                     self.val_fraction, buttons])
+        self.native.layout().addWidget(self.plot)
+        self.extend([self.status, self.use_button])
+        self.start_button.changed.connect(lambda: self.start())
+        self.cancel_button.changed.connect(lambda: self.cancel())
+        self.use_button.changed.connect(lambda: self.use_in_annotator())
+        self.labels.changed.connect(self._show_source)
+        events = self.viewer.layers.events
+        events.inserted.connect(self.reset_choices)
+        events.removed.connect(self.reset_choices)
+        self.reset_choices()
+        self._show_source()
+
+    # --- choices ------------------------------------------------------------------------------
+
+    def _image_choices(self, _=None) -> list[str]:
+        return [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def _labels_choices(self, _=None) -> list[str]:
+        ours = {"IOG current object"}
+        return [layer.name for layer in self.viewer.layers
+                if isinstance(layer, Labels) and layer.name not in ours] + [FROM_FOLDERS]
+
+    @staticmethod
+    def _base_choices(_=None) -> list[tuple[str, str]]:
+        present = [(f"{r['name']} ({r['arch']})", r["name"]) for r in zoo.list_weights() if r["present"]]
+        scratch = [(f"{arch} (random weights: train from scratch)", arch) for arch in ARCHITECTURES
+                   if arch.startswith("iog")]
+        return [(FROM_FILE, FROM_FILE)] + present + scratch
+
+    def _show_source(self, _=None) -> None:
+        folders = self.labels.value == FROM_FOLDERS
+        self.image.visible = not folders
+        self.images_dir.visible = self.labels_dir.visible = folders
+
+    # --- running ------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
+
+    def _base(self) -> str | None:
+        if self.base.value != FROM_FILE:
+            return self.base.value
+        path = Path(self.base_file.value) if self.base_file.value else None
+        return str(path) if path is not None and path.is_file() else None
+
+    def command(self, data: tuple[Path, Path], base: str, out: Path) -> list[str]:
+        args = ["-m", "napari_iog", "train", "--images", str(data[0]), "--labels", str(data[1]), "--base", base,
+                "--out", str(out), "--batch-size", str(self.batch_size.value), "--device", str(self.device.value),
+                "--val-fraction", str(self.val_fraction.value), "--lr", str(float(self.lr.value)),
+                "--progress", "json"]
+        args += ["--steps", str(self.steps.value)] if self.steps.value else ["--epochs", str(self.epochs.value)]
+        if self.freeze_backbone.value:
+            args.append("--freeze-backbone")
+        return args
+
+    def start(self) -> None:
+        """Export the annotated layers, then train in a subprocess; nothing in napari is changed."""
+        if self.running:
+            show_error("a fine-tuning run is going on: cancel it first")
+            return
+        base = self._base()
+        if base is None:
+            show_error("choose a base model: one from the list, or an existing model file")
+            return
+        try:
+            float(self.lr.value)
+        except ValueError:
+            show_error(f"the learning rate {self.lr.value!r} is not a number (e.g. 1e-4)")
+            return
+        self._cleanup()
+        if self.labels.value == FROM_FOLDERS:
+            if not (self.images_dir.value and self.labels_dir.value and Path(self.images_dir.value).is_dir()
+                    and Path(self.labels_dir.value).is_dir()):
+                show_error("choose an image folder and a label folder")
+                return
+            data, name = (Path(self.images_dir.value), Path(self.labels_dir.value)), Path(self.images_dir.value).name
+        else:
+            if not self.image.value or not self.labels.value:
+                show_error("choose the image layer and the labels layer with your annotations")
+                return
+            image_layer, labels_layer = self.viewer.layers[self.image.value], self.viewer.layers[self.labels.value]
+            self._tmp = Path(tempfile.mkdtemp(prefix="napari-iog-finetune-"))
+            try:
+                planes = export_layers(image_layer, labels_layer, self._tmp)
+            except ValueError as err:
+                show_error(f"these layers cannot be used for training: {err}")
+                self._cleanup()
+                return
+            if planes == 0:
+                show_error(f"{labels_layer.name} has no labels yet: annotate some objects first")
+                self._cleanup()
+                return
+            data, name = (self._tmp / "images", self._tmp / "labels"), image_layer.name
+        out_value = str(self.out.value) if self.out.value else ""
+        self.out_path = Path(out_value) if out_value not in ("", ".") else default_output(name)
+        self.out_path.parent.mkdir(parents=True, exist_ok=True)
+        self.result, self.cancelled, self._stderr, self._buffer = None, False, [], ""
+        self.plot.clear(self.steps.value or 1)
+        self.use_button.enabled = False
+        process = QProcess()
+        environment = QProcessEnvironment.systemEnvironment()
+        environment.insert("PYTHONUNBUFFERED", "1")
+        process.setProcessEnvironment(environment)
+        process.readyReadStandardOutput.connect(self._read_stdout)
+        process.readyReadStandardError.connect(self._read_stderr)
+        process.finished.connect(self._finished)
+        self.process = process
+        self.start_button.enabled, self.cancel_button.enabled = False, True
+        self.status.value = f"starting: {base} -> {self.out_path.name}"
+        process.start(sys.executable, self.command(data, base, self.out_path))
+
+    def cancel(self) -> None:
+        """Ask the training to stop: it saves its model at the current step, then exits."""
+        if not self.running:
+            return
+        self.cancelled = True
+        self.status.value = "cancelling: saving the model at the current step ..."
+        self.cancel_button.enabled = False
+        self.process.terminate()       # SIGTERM: the trainer saves, then exits
+        process = self.process
+        QTimer.singleShot(CANCEL_GRACE_MS, lambda: process.state() != QProcess.ProcessState.NotRunning
+                          and process.kill())
+
+    def _read_stdout(self) -> None:
+        self._buffer += bytes(self.process.readAllStandardOutput()).decode(errors="replace")
+        *lines, self._buffer = self._buffer.split("\n")
+        for line in lines:
+            line = line.strip()
+            if line:
+                try:
+                    self.on_event(json.loads(line))
+                except json.JSONDecodeError:
+                    self._stderr.append(line)
+
+    def _read_stderr(self) -> None:
+        text = bytes(self.process.readAllStandardError()).decode(errors="replace")
+        self._stderr = (self._stderr + text.splitlines())[-40:]
+
+    def on_event(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "start":
+            self.plot.clear(event["total_steps"])
+            self._progress = progress(total=event["total_steps"], desc="IOG fine-tune")
+            data = event["data"]
+            self.status.value = (f"{event['arch']} on {event['device']}: {event['objects']} objects "
+                                 f"({data['skipped_small']} too small skipped), {event['validation_objects']} "
+                                 f"held out; {event['total_steps']} steps")
+        elif kind == "step":
+            self.plot.add_loss(event["step"], event["loss"])
+            if self._progress is not None:
+                self._progress.update(event["step"] - self._progress.n)
+            eta = f", {event['eta_s']:.0f} s left" if event.get("eta_s") is not None else ""
+            self.status.value = f"step {event['step']}/{event['total_steps']}: loss {event['loss']:.4f}{eta}"
+        elif kind == "validation" and event.get("miou") is not None:
+            self.plot.add_miou(event["step"], event["miou"])
+        elif kind == "end":
+            self.result = event
+
+    def _finished(self, exit_code: int, exit_status=None) -> None:
+        self._read_stdout()
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        self.start_button.enabled, self.cancel_button.enabled = True, False
+        result = self.result
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
+        if result is not None and exit_code in (0, CANCELLED_EXIT):
+            head = "done" if result["status"] == "complete" else f"cancelled at step {result['steps']}"
+            self.status.value = (f"{head}: held-out mIoU@3 {fmt(result['val_miou_before'])} -> "
+                                 f"{fmt(result['val_miou_after'])}; saved {self.out_path}")
+            self.use_button.enabled = True
+            show_info(self.status.value)
+        else:
+            detail = "\n".join(line for line in self._stderr if line.strip())[-1500:]
+            if self.cancelled:
+                self.status.value = "cancelled before any step was saved"
+            else:
+                self.status.value = f"training failed (exit code {exit_code}); your layers are unchanged:\n{detail}"
+                show_error(f"IOG fine-tune failed: {detail.splitlines()[-1] if detail else exit_code}")
+        self.process = None
+        self._cleanup()
+
+    def wait(self, timeout_ms: int = 600_000) -> None:
+        """Block until the training process ends (for scripts and tests)."""
+        if self.process is not None:
+            self.process.waitForFinished(timeout_ms)
+
+    def use_in_annotator(self):
+        """Open (or find) the IOG annotator and start it with the new model."""
+        if self.out_path is None or not self.out_path.is_file():
+            show_error("no fine-tuned model yet")
+            return None
+        _, widget = self.viewer.window.add_plugin_dock_widget("napari-iog", "IOG annotator")
+        widget.model.value = FROM_FILE
+        widget.model_file.value = self.out_path
+        if self.image.value and self.image.visible:
+            widget.image.value = self.image.value
+        widget.start()
+        return widget
+
+    def _cleanup(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None

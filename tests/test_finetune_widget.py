@@ -1,0 +1,105 @@
+"""The "IOG fine-tune" widget in a real viewer: training in a subprocess, live curve,
+before/after mIoU, cancel, a crash reported, the new model handed to the annotator."""
+
+import numpy as np
+import pytest
+
+from test_training import shapes_scene
+
+napari = pytest.importorskip("napari")
+
+from napari_iog._widgets.annotator_widget import AnnotatorWidget  # noqa: E402
+from napari_iog._widgets.finetune_widget import FROM_FILE, FineTuneWidget  # noqa: E402
+from napari_iog.models import build_model, load_model, save_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "tiny.pt"
+    save_model(build_model("iog-resnet18", {"psp_channels": 32, "head_channels": 16}, seed=0), path)
+    return path
+
+
+def annotated_viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    images, labels = zip(*(shapes_scene(seed) for seed in range(3)))
+    viewer.add_image(np.stack(images)[..., 0], name="cells")          # a grayscale stack
+    stack = np.stack(labels).astype(np.uint32)
+    stack[1] = 0                                                        # an unannotated slice
+    viewer.add_labels(stack, name="cells labels")
+    return viewer
+
+
+def configure(widget, base, out, steps):
+    widget.base.value = FROM_FILE
+    widget.base_file.value = base
+    widget.out.value = out
+    widget.steps.value = steps
+    widget.batch_size.value = 2
+    widget.lr.value = "1e-3"
+    widget.device.value = "cpu"
+
+
+def test_fine_tune_from_layers_and_use_the_model(make_napari_viewer, tiny_model, tmp_path, qtbot, monkeypatch):
+    monkeypatch.setenv("NAPARI_IOG_CACHE", str(tmp_path / "cache"))
+    viewer = annotated_viewer(make_napari_viewer)
+    labels_before = viewer.layers["cells labels"].data.copy()
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-iog", "IOG fine-tune")
+    assert isinstance(widget, FineTuneWidget)
+    assert widget.image.value == "cells" and widget.labels.value == "cells labels"
+    out = tmp_path / "tuned.pt"
+    configure(widget, tiny_model, out, steps=3)
+    widget.val_fraction.value = 0.5
+    widget.start()
+    assert widget.running and not widget.start_button.enabled
+    qtbot.waitUntil(lambda: not widget.running and widget.process is None, timeout=300_000)
+    assert widget.result is not None and widget.result["status"] == "complete", widget.status.value
+    assert [s for s, _ in widget.plot.losses] == [1, 2, 3]
+    # one training image of 2-3 objects, batch 2: an epoch is one step; validated before and after each
+    assert [s for s, _ in widget.plot.mious] == [0, 1, 2, 3]
+    assert "held-out mIoU@3" in widget.status.value and "->" in widget.status.value
+    assert widget.result["objects"] >= 2                    # the labelled slices only: 1 image trains
+    assert load_model(out).card["steps"] == 3
+    np.testing.assert_array_equal(viewer.layers["cells labels"].data, labels_before)
+    assert widget._tmp is None                              # the exported copy is gone
+    assert widget.use_button.enabled
+    annotator_widget = widget.use_in_annotator()
+    assert isinstance(annotator_widget, AnnotatorWidget)
+    qtbot.waitUntil(lambda: annotator_widget.annotator is not None, timeout=60_000)
+    assert annotator_widget.annotator.predictor.model.card["steps"] == 3
+
+
+def test_cancel_keeps_a_checkpoint_and_a_crash_is_reported(make_napari_viewer, tiny_model, tmp_path, qtbot):
+    viewer = annotated_viewer(make_napari_viewer)
+    labels_before = viewer.layers["cells labels"].data.copy()
+    widget = FineTuneWidget(viewer)
+    out = tmp_path / "cancelled.pt"
+    configure(widget, tiny_model, out, steps=500)
+    widget.val_fraction.value = 0.0
+    widget.start()
+    qtbot.waitUntil(lambda: len(widget.plot.losses) >= 1, timeout=300_000)
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget.process is None, timeout=120_000)
+    assert widget.result["status"] == "cancelled", widget.status.value
+    assert "cancelled at step" in widget.status.value
+    assert load_model(out).card["status"].startswith("cancelled at step")
+    # a corrupt base model: the run fails, the widget says why, nothing is lost
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    configure(widget, broken, tmp_path / "never.pt", steps=2)
+    widget.start()
+    qtbot.waitUntil(lambda: widget.process is None, timeout=120_000)
+    assert widget.result is None and "training failed" in widget.status.value
+    assert "not a readable PyTorch checkpoint" in widget.status.value
+    assert widget.start_button.enabled and not (tmp_path / "never.pt").exists()
+    np.testing.assert_array_equal(viewer.layers["cells labels"].data, labels_before)
+
+
+def test_nothing_to_train_on_is_refused_at_once(make_napari_viewer, tiny_model, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), np.uint8), name="blank")
+    viewer.add_labels(np.zeros((64, 64), np.uint32), name="blank labels")
+    widget = FineTuneWidget(viewer)
+    configure(widget, tiny_model, tmp_path / "x.pt", steps=2)
+    widget.start()
+    assert widget.process is None and widget._tmp is None
