@@ -67,7 +67,7 @@ def _weights(args) -> int:
         print(f"\n{args.name}: {path}")
         return 0
     report = zoo.verify(args.name)
-    print(json.dumps({k: v for k, v in report.items() if k != "card"}, indent=1))
+    print(json.dumps(report, indent=1))      # the card says what the weights were trained on
     return 0
 
 
