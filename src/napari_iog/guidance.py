@@ -226,6 +226,11 @@ def pad_to_crop(window_data: np.ndarray, window: Box, crop: Box) -> np.ndarray:
     return out
 
 
+def crop_padded(array: np.ndarray, crop: Box) -> np.ndarray:
+    """``crop`` of an in-memory (H, W, ...) array, zero where the crop leaves the array."""
+    return pad_to_crop(*read_crop(array, crop, array.shape[:2]), crop)
+
+
 def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """OpenCV INTER_LINEAR on a ``[B, C, H, W]`` float tensor."""
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)

@@ -36,6 +36,16 @@ def available_devices() -> list[str]:
     return devices
 
 
+def image_layer_names(viewer) -> list[str]:
+    return [layer.name for layer in viewer.layers if isinstance(layer, Image)]
+
+
+def labels_layer_names(viewer) -> list[str]:
+    """Labels layers a user annotates in (not the annotator's own preview layer)."""
+    ours = {"IOG current object"}
+    return [layer.name for layer in viewer.layers if isinstance(layer, Labels) and layer.name not in ours]
+
+
 class AnnotatorWidget(Container):
     """Dock widget around :class:`~napari_iog._widgets.annotator.Annotator`."""
 
@@ -90,12 +100,10 @@ class AnnotatorWidget(Container):
     # --- choices --------------------------------------------------------------------------------
 
     def _image_choices(self, _=None) -> list[str]:
-        return [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
+        return image_layer_names(self.viewer)
 
     def _labels_choices(self, _=None) -> list[str]:
-        ours = {"IOG current object"}
-        return [NEW_LABELS] + [layer.name for layer in self.viewer.layers
-                               if isinstance(layer, Labels) and layer.name not in ours]
+        return [NEW_LABELS] + labels_layer_names(self.viewer)
 
     @staticmethod
     def _model_choices(_=None) -> list[tuple[str, str]]:

@@ -28,7 +28,7 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from .. import zoo
 from ..models import ARCHITECTURES
-from .annotator_widget import FROM_FILE, available_devices
+from .annotator_widget import FROM_FILE, available_devices, image_layer_names, labels_layer_names
 
 FROM_FOLDERS = "(the folders below)"
 CANCELLED_EXIT = 3
@@ -176,12 +176,10 @@ class FineTuneWidget(Container):
     # --- choices ------------------------------------------------------------------------------
 
     def _image_choices(self, _=None) -> list[str]:
-        return [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
+        return image_layer_names(self.viewer)
 
     def _labels_choices(self, _=None) -> list[str]:
-        ours = {"IOG current object"}
-        return [layer.name for layer in self.viewer.layers
-                if isinstance(layer, Labels) and layer.name not in ours] + [FROM_FOLDERS]
+        return labels_layer_names(self.viewer) + [FROM_FOLDERS]
 
     @staticmethod
     def _base_choices(_=None) -> list[tuple[str, str]]:

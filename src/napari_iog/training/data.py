@@ -283,9 +283,8 @@ class InstanceDataset(torch.utils.data.Dataset):
             # The region the crop can reach, even with a jittered box.
             margin = G.RELAX + math.ceil(BOX_JITTER * max(box.height, box.width)) + 1
             region = box.grow(margin)
-            window = region.clip(pair.labels.shape)
-            mask = G.pad_to_crop((pair.labels[window.slices()] == label_id)[..., None], window, region)[..., 0]
-            rgb = G.pad_to_crop(pair.rgb[window.slices()], window, region)
+            mask = G.crop_padded(pair.labels, region) == label_id
+            rgb = G.crop_padded(pair.rgb, region)
             box = G.Box(margin, margin, margin + box.height - 1, margin + box.width - 1)
         else:
             box = G.mask_box(mask)
@@ -298,19 +297,14 @@ class InstanceDataset(torch.utils.data.Dataset):
             box = _jitter_box(box, rng, mask.shape)
             inside = _jitter_inside(mask, rng) or inside
         crop = box.grow(G.RELAX)
-        rgb_crop = G.pad_to_crop(*_window(rgb, crop), crop)
-        mask_crop = G.pad_to_crop(*_window(mask[..., None].astype(np.float32), crop), crop)[..., 0]
+        rgb_crop = G.crop_padded(rgb, crop)
+        mask_crop = G.crop_padded(mask.astype(np.float32), crop)
         x, clicks = G.frame_input(rgb_crop, crop, box, [inside], refine=self.refine)
         target = G.resize_bilinear(torch.from_numpy(mask_crop)[None, None], (G.FRAME, G.FRAME))[0]
         sample = {"x": x, "target": (target >= 0.5).float()}
         if self.refine:
             sample["clicks"] = clicks
         return sample
-
-
-def _window(array: np.ndarray, crop: G.Box) -> tuple[np.ndarray, G.Box]:
-    window = crop.clip(array.shape[:2])
-    return array[window.slices()], window
 
 
 def _jitter_box(box: G.Box, rng: np.random.Generator, shape: Sequence[int]) -> G.Box:
