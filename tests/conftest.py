@@ -6,6 +6,7 @@ import torch
 
 from napari_iog import guidance as G
 from napari_iog.models import build_model
+from napari_iog.predictor import IOGPredictor, Prediction
 
 
 def synthetic_scene(height=240, width=320, seed=0, center=(120, 150), radii=(60, 80)):
@@ -59,3 +60,29 @@ def calibrated_refine18():
 @pytest.fixture
 def scene():
     return synthetic_scene()
+
+
+class ThresholdPredictor(IOGPredictor):
+    """A stand-in for the network that segments the bright pixels (> 128) of the crop: rules
+    built on predictions (propagation, batch prediction) are then checked against objects
+    known exactly. Takes the clicks exactly as IOGPredictor does."""
+
+    def __init__(self):
+        self.model = torch.nn.Identity()
+        self.model.card = {"name": "threshold (test)"}
+        self.arch, self.device, self.precision = "iog-resnet18", torch.device("cpu"), "float32"
+        self.is_dextr = self.is_refine = False
+        self.threshold = 0.5
+        self.calls = []
+
+    def predict(self, image, corners, inside, positive=(), negative=(), *, threshold=None, **options):
+        job = self.check_prompt(image.shape[:2], dict(corners=corners, inside=inside))
+        crop = job["crop"]
+        self.calls.append((job["box"], job["inside"][0]))
+        window_data, window = G.read_crop(image, crop, image.shape[:2])
+        gray = window_data if window_data.ndim == 2 else window_data[..., 0]
+        probability = G.pad_to_crop((gray > 128).astype(np.float32)[..., None], window, crop)[..., 0]
+        return Prediction(probability, crop, job["box"], tuple(image.shape[:2]), 0.5, {})
+
+    def predict_batch(self, image, prompts, **options):
+        return [self.predict(image, **prompt, **options) for prompt in prompts]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import synthetic_scene
+from conftest import ThresholdPredictor, synthetic_scene
 
 napari = pytest.importorskip("napari")
 
@@ -356,3 +356,69 @@ def test_widget_from_the_plugin_menu_annotates(make_napari_viewer, predictor, tm
     assert ann.negative
     ann.act("toggle_negative")
     assert widget.negative.value is False
+
+
+def stack_viewer(make_napari_viewer, planes=6):
+    """A bright ellipse drifting a little from plane to plane, in RGB."""
+    viewer = make_napari_viewer()
+    stack = np.stack([synthetic_scene(center=(120, 146 + 2 * z))[0] for z in range(planes)])
+    layer = viewer.add_image(stack, rgb=True, name="stack")
+    return viewer, layer
+
+
+def test_propagation_from_the_widget_fills_the_stack_and_one_undo_reverts_it(make_napari_viewer):
+    predictor = ThresholdPredictor()
+    viewer, layer = stack_viewer(make_napari_viewer)
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-iog", "IOG annotator")
+    widget.start(predictor)
+    ann = widget.annotator
+    assert not widget.propagate_row.native.isHidden() and widget.propagate_axis.value == 0
+    viewer.dims.set_current_step(0, 2)
+    three_clicks(ann, plane=(2,))
+    widget.commit_button.clicked.emit()
+    labels = ann.labels_layer.data
+    first = labels[2].copy()
+    finished = []
+    ann.propagation_finished.connect(finished.append)
+    widget.propagate_button.clicked.emit()
+    assert widget.propagate_button.text == "Stop propagating"
+    ann.wait_for_propagation()
+    result = finished[-1]
+    assert sorted(result.planes) == [(0,), (1,), (3,), (4,), (5,)] and not result.cancelled
+    assert all((labels[z] == 1).any() for z in range(6)) and set(np.unique(labels)) == {0, 1}
+    assert widget.propagate_button.text == "Propagate through stack"
+    assert "propagated to 5 planes" in widget.status.value
+    widget.undo_button.clicked.emit()
+    np.testing.assert_array_equal(labels[2], first)
+    assert not np.delete(labels, 2, axis=0).any()
+
+
+def test_a_propagation_can_be_stopped_and_blocks_edits_meanwhile(make_napari_viewer):
+    predictor = ThresholdPredictor()
+    viewer, layer = stack_viewer(make_napari_viewer, planes=8)
+    ann = Annotator(viewer, layer, predictor, asynchronous=True)
+    ann.segment(CORNERS, INSIDE, plane=(0,))
+    ann.commit()
+    finished = []
+    ann.propagation_finished.connect(finished.append)
+    ann.start_propagation()
+    assert ann.propagating
+    with pytest.raises(ValueError, match="propagation"):
+        ann.commit()
+    ann.stop_propagation()
+    ann.wait_for_propagation()
+    result = finished[-1]
+    assert result.cancelled and 1 <= len(result.steps) < 7
+    labels = ann.labels_layer.data
+    assert [z for z in range(8) if (labels[z] == 1).any()] == list(range(len(result.steps) + 1))
+    ann.undo()
+    assert (labels[0] == 1).any() and not labels[1:].any()
+
+
+def test_propagation_on_a_single_image_says_it_needs_a_stack(scene_viewer, predictor):
+    viewer, layer = scene_viewer
+    ann = Annotator(viewer, layer, predictor, asynchronous=True)
+    ann.segment(CORNERS, INSIDE)
+    ann.commit()
+    ann.start_propagation()
+    assert not ann.propagating and "needs a stack" in ann.messages[-1]

@@ -16,6 +16,7 @@ else), runs predictions off the main thread, and draws.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -87,6 +88,7 @@ class Annotator:
     status_changed = Signal(str)
     negative_changed = Signal(bool)
     prediction_shown = Signal()
+    propagation_finished = Signal(object)
 
     def __init__(self, viewer, image_layer: Image | str | None = None, model: Any = None, *,
                  device: str = "auto", precision: str = "auto", labels_layer: Labels | str | None = None,
@@ -111,6 +113,7 @@ class Annotator:
         self.last_latency: float | None = None
         self.messages: list[str] = []
         self._worker = None
+        self._propagation = None
         self._drawing = False
         self._modifier_negative = False
         self._guide: tuple[float, float] | None = None
@@ -274,6 +277,7 @@ class Annotator:
                                                              predict=False))
 
     def _scripted(self, change):
+        self._refuse_while_propagating()
         self._join_worker()     # one prediction at a time on the predictor
         change()
         self._predict_now()
@@ -282,6 +286,7 @@ class Annotator:
 
     def commit(self) -> int:
         """Write the current object into the labels layer with a fresh id; returns the id."""
+        self._refuse_while_propagating()
         self._join_worker()
         if self.session.ready and not self.session.up_to_date:
             self._predict_now()
@@ -292,7 +297,9 @@ class Annotator:
         return label_id
 
     def undo(self) -> str | None:
-        """Take back the last click, or with no object in progress the last commit."""
+        """Take back the last click, or with no object in progress the last commit (a whole
+        propagation is one commit)."""
+        self._refuse_while_propagating()
         what = self.session.undo(predict=False)
         if what == "commit":
             self.labels_layer.refresh()
@@ -305,6 +312,96 @@ class Annotator:
         """Drop the object in progress."""
         self.session.clear()
         self._draw()
+
+    # --- 3D: propagation ------------------------------------------------------------------------
+
+    @property
+    def stack_axes(self) -> list[str]:
+        """Names of the image's leading (stack) axes, e.g. ``["z"]`` or ``["t", "z"]``."""
+        n = len(self.spatial_shape) - 2
+        names = list(self.viewer.dims.axis_labels)[-(n + 2):-2] if n else []
+        return [str(name) for name in names] if len(names) == n else [str(i) for i in range(n)]
+
+    def propagate(self, axis: int | None = None, **options) -> Any:
+        """Carry the last committed object through the stack (see
+        :meth:`~napari_iog.annotation.AnnotationSession.propagate` for ``options``), synchronously.
+        ``axis``: which leading axis (default: the one just before rows, z of (t, z, y, x))."""
+        self._refuse_while_propagating()
+        self._join_worker()
+        axis = len(self.spatial_shape) - 3 if axis is None else axis
+        try:
+            return self.session.propagate(axis=axis, **options)
+        finally:
+            self.labels_layer.refresh()
+
+    @property
+    def propagating(self) -> bool:
+        return self._propagation is not None
+
+    def start_propagation(self, axis: int | None = None, **options) -> None:
+        """:meth:`propagate` in a worker thread, plane by plane, with a napari progress bar;
+        :meth:`stop_propagation` cancels (what is written stays, one undo takes it back)."""
+        if self._propagation is not None or self._worker is not None:
+            self._notify("wait until the current prediction or propagation ends")
+            return
+        axis = len(self.spatial_shape) - 3 if axis is None else axis
+        result, steps = self._guarded(lambda: self.session.propagation(axis=axis, **options)) or (None, None)
+        if result is None:
+            return
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        stop = threading.Event()
+
+        def plane_by_plane():
+            for step in steps:
+                yield step
+                if stop.is_set():
+                    steps.close()
+                    return
+
+        bar = progress(total=max(result.planes_at_most, 1), desc=f"propagating object {result.label_id}")
+        worker = create_worker(plane_by_plane, _start_thread=False, _ignore_errors=True)
+
+        def shown(step):
+            self.labels_layer.refresh()
+            if self._propagation is not None:   # Qt may deliver the last plane after the end
+                self._set_status(f"object {result.label_id} on plane {step.plane}")
+                bar.update(1)                   # last: it may process events, the end included
+
+        def finished():
+            bar.close()
+            self._propagation = None
+            self.labels_layer.refresh()
+            self._set_status(_propagation_summary(result))
+            self.propagation_finished.emit(result)
+
+        worker.yielded.connect(shown)
+        worker.errored.connect(lambda err: self._notify(f"the propagation failed: {err}", error=True))
+        worker.finished.connect(finished)
+        self._propagation = (worker, stop, result)
+        worker.start()
+
+    def stop_propagation(self) -> None:
+        if self._propagation is not None:
+            self._propagation[1].set()
+
+    def wait_for_propagation(self, timeout: float = 300.0) -> None:
+        """Block (processing Qt events) until a propagation started here has ended."""
+        if self._propagation is None:
+            return
+        from qtpy.QtWidgets import QApplication
+
+        end = time.monotonic() + timeout
+        while self._propagation is not None:
+            if time.monotonic() > end:
+                raise TimeoutError(f"the propagation did not finish within {timeout} s")
+            QApplication.processEvents()
+            time.sleep(0.005)
+
+    def _refuse_while_propagating(self) -> None:
+        if self._propagation is not None:
+            raise ValueError("a propagation is writing the labels: wait for it or stop it first")
 
     @property
     def overwrite(self) -> bool:
@@ -553,3 +650,9 @@ class Annotator:
         layer.scale = self.image_layer.scale
         layer.translate = np.asarray(self.image_layer.translate) + np.asarray(self.image_layer.scale) * offset
         layer.visible = True
+
+
+def _propagation_summary(result) -> str:
+    ways = {1: "forward", -1: "backward"}
+    why = "; ".join(f"{ways[d]}: {reason}" for d, reason in result.stopped.items())
+    return f"object {result.label_id} propagated to {len(result.steps)} planes ({why})"

@@ -76,6 +76,13 @@ class AnnotatorWidget(Container):
         self.clear_button = PushButton(text="Clear (Esc)")
         buttons = Container(widgets=[self.commit_button, self.undo_button, self.clear_button],
                             layout="horizontal", labels=False)
+        self.propagate_button = PushButton(text="Propagate through stack")
+        self.propagate_button.tooltip = (
+            "carry the last committed object to the neighbouring planes, plane after plane, until it "
+            "vanishes or changes too much; one Undo takes the whole propagation back")
+        self.propagate_axis = ComboBox(label="along", choices=[], tooltip="the stack axis to follow")
+        self.propagate_row = Container(widgets=[self.propagate_button, self.propagate_axis],
+                                       layout="horizontal", labels=False, visible=False)
         self.status = Label(value="no model loaded")
         legend = ", ".join(f"{role}: {colour}" for role, colour in ROLE_COLOURS.items())
         self.help = Label(value=HOW_TO)
@@ -83,13 +90,14 @@ class AnnotatorWidget(Container):
         for label in (self.status, self.help):
             label.native.setWordWrap(True)
         self.extend([self.image, self.labels, self.model, self.model_file, self.device, self.start_button, self.negative,
-                     self.overwrite, buttons, self.status, self.help])
+                     self.overwrite, buttons, self.propagate_row, self.status, self.help])
         for w in (self.start_button, self.commit_button, self.undo_button, self.clear_button):
             w.tooltip = self.help.tooltip
         self.start_button.changed.connect(lambda: self.start())
         self.commit_button.changed.connect(lambda: self._act("commit"))
         self.undo_button.changed.connect(lambda: self._act("undo"))
         self.clear_button.changed.connect(lambda: self._act("clear"))
+        self.propagate_button.changed.connect(lambda: self.propagate())
         self.negative.changed.connect(self._on_negative)
         self.overwrite.changed.connect(self._on_overwrite)
         events = self.viewer.layers.events
@@ -166,6 +174,12 @@ class AnnotatorWidget(Container):
         annotator.set_negative(self.negative.value)
         annotator.status_changed.connect(self._on_status)
         annotator.negative_changed.connect(self._show_negative)
+        annotator.propagation_finished.connect(self._propagation_finished)
+        axes = annotator.stack_axes
+        self.propagate_axis.choices = [(name, i) for i, name in enumerate(axes)]
+        if axes:
+            self.propagate_axis.value = len(axes) - 1
+        self.propagate_row.visible = bool(axes)
         self.labels.reset_choices()
         self.labels.value = annotator.labels_layer.name
         self._on_status(annotator.status)
@@ -175,6 +189,21 @@ class AnnotatorWidget(Container):
             show_error("start annotating first: choose an image and a model, then 'Start annotating'")
             return
         self.annotator.act(action)
+
+    def propagate(self) -> None:
+        """Start propagating the last committed object, or stop the running propagation."""
+        if self.annotator is None:
+            show_error("start annotating first: choose an image and a model, then 'Start annotating'")
+            return
+        if self.annotator.propagating:
+            self.annotator.stop_propagation()
+            return
+        self.annotator.start_propagation(axis=self.propagate_axis.value)
+        if self.annotator.propagating:
+            self.propagate_button.text = "Stop propagating"
+
+    def _propagation_finished(self, result) -> None:
+        self.propagate_button.text = "Propagate through stack"
 
     def _on_negative(self, value: bool) -> None:
         if self.annotator is not None:
