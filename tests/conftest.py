@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from napari_iog import guidance as G
 from napari_iog.models import build_model
@@ -63,7 +64,7 @@ def scene():
 
 
 class ThresholdPredictor(IOGPredictor):
-    """A stand-in for the network that segments the bright pixels (> 128) of the crop: rules
+    """A stand-in for the network that segments the bright region (> 128) at the inside click: rules
     built on predictions (propagation, batch prediction) are then checked against objects
     known exactly. Takes the clicks exactly as IOGPredictor does."""
 
@@ -81,7 +82,11 @@ class ThresholdPredictor(IOGPredictor):
         self.calls.append((job["box"], job["inside"][0]))
         window_data, window = G.read_crop(image, crop, image.shape[:2])
         gray = window_data if window_data.ndim == 2 else window_data[..., 0]
-        probability = G.pad_to_crop((gray > 128).astype(np.float32)[..., None], window, crop)[..., 0]
+        bright = G.pad_to_crop((gray > 128)[..., None], window, crop)[..., 0]
+        parts, _ = ndimage.label(bright)
+        r, c = job["inside"][0]
+        probability = (parts == parts[r - crop.r0, c - crop.c0]) & bright
+        probability = probability.astype(np.float32)
         return Prediction(probability, crop, job["box"], tuple(image.shape[:2]), 0.5, {})
 
     def predict_batch(self, image, prompts, **options):

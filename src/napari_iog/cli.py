@@ -3,6 +3,8 @@
     napari-iog weights list | fetch NAME | verify PATH_OR_NAME
     napari-iog evaluate --dataset grabcut --model iog-pascal-sbd [--model box ...]
     napari-iog train --images DIR --labels DIR --base MODEL --out PATH [--steps N ...]
+    napari-iog predict IMAGE --boxes boxes.csv|coco.json --model MODEL --out labels.tif|objects.json
+    napari-iog export LABELS --out objects.json|labels.tif [--polygons]
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import signal
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 
 class ProgressBar:
@@ -211,6 +215,101 @@ def _train(args) -> int:
     return 0 if summary["status"] == "complete" else CANCELLED_EXIT
 
 
+def _open_array(path: str | os.PathLike, what: str):
+    """An image or labels file; a .zarr folder (or any zarr store folder) opens lazily."""
+    path = Path(path)
+    if path.is_dir():
+        try:
+            import zarr
+        except ImportError as err:
+            raise ValueError(f"{path} is a folder: reading zarr needs the zarr package") from err
+        array = zarr.open(str(path), mode="r")
+        if not hasattr(array, "shape"):
+            raise ValueError(f"{path} is a zarr group, not an array: name the array inside it")
+        return array
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such {what} file")
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        return tifffile.imread(path)
+    if path.suffix.lower() == ".npy":
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def _export(args) -> int:
+    from . import labels_io
+
+    source = Path(args.labels)
+    labels = _open_array(source, "labels") if source.is_dir() else labels_io.read_labels(source)
+    out = Path(args.out)
+    suffix = out.suffix.lower()
+    if suffix == ".json":
+        labels_io.write_coco(out, labels, image_name=args.image_name or source.stem,
+                             encoding="polygon" if args.polygons else "rle", category=args.category)
+    elif suffix in (".tif", ".tiff"):
+        labels_io.write_labels_tif(out, labels)
+    else:
+        raise ValueError(f"{out.name}: export writes COCO .json or label-image .tif files")
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _predict(args) -> int:
+    from . import batch, labels_io
+    from .predictor import IOGPredictor
+    from .training.loop import distributed_context
+
+    rank, world, device, started = distributed_context(args.device)
+    try:
+        image = _open_array(args.image, "image")
+        prompts = batch.read_box_file(args.boxes)
+        if not prompts:
+            raise ValueError(f"{args.boxes}: no boxes")
+        spatial = batch.spatial_shape(image, prompts)
+        predictor = IOGPredictor(args.model, device=device)
+        batch.check_boxes(predictor, spatial, prompts)
+        bar = ProgressBar(len(prompts), "predict") if rank == 0 else None
+        cancel = {"asked": False}
+        signal.signal(signal.SIGINT, lambda *a: cancel.__setitem__("asked", True))
+        mine = range(rank, len(prompts), world)
+        results = batch.predict_boxes(
+            predictor, image, prompts, mine, args.batch_size,
+            on_progress=(lambda done, total: bar.update(done * world)) if bar else None,
+            should_stop=lambda: cancel["asked"])
+        if world > 1:
+            import torch.distributed as dist
+
+            gathered = [None] * world if rank == 0 else None
+            dist.gather_object(results, gathered, dst=0)
+            if rank == 0:
+                results = {i: r for part in gathered for i, r in part.items()}
+        if rank != 0:
+            return 0
+        bar.close()
+        labels = np.zeros(spatial, np.uint32)
+        report = batch.write_boxes(labels, prompts, results)
+        out = Path(args.out)
+        if out.suffix.lower() == ".json":
+            labels_io.write_coco(out, labels, image_name=Path(args.image).stem,
+                                 encoding="polygon" if args.polygons else "rle")
+        else:
+            labels_io.write_labels_tif(out, labels)
+        print(f"{report.written} of {report.objects} objects written to {out}"
+              + (f"; empty or covered by earlier ones: {', '.join(report.empty)}" if report.empty else "")
+              + ("; CANCELLED: the rest were not segmented" if report.cancelled else ""), file=sys.stderr)
+        return CANCELLED_EXIT if report.cancelled else 0
+    finally:
+        if started:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-iog", description="IOG segmentation from the command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -266,6 +365,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--progress", choices=["bar", "json"], default="bar",
                        help="json: one event per line on stdout (for programs)")
     train.add_argument("--summary", help="write the final summary as JSON here")
+
+    predict = sub.add_parser("predict", help="segment the boxes of a CSV or COCO file, without clicking",
+                             description="Segment one object per box (the inside click is the given point, else "
+                             "the box centre) and write instance labels (.tif) or COCO (.json). Later boxes "
+                             "never take pixels of earlier ones. Several GPUs: torchrun --nproc_per_node N "
+                             "-m napari_iog predict ...")
+    predict.add_argument("image", help="an image file (tif, png, jpg, npy) or a zarr folder")
+    predict.add_argument("--boxes", required=True,
+                         help="CSV with x0,y0,x1,y1[,x,y][,plane][,label] (pixels, inclusive), or a COCO .json "
+                              "with bbox [x, y, w, h]")
+    predict.add_argument("--model", required=True, help="a zoo name or a checkpoint path")
+    predict.add_argument("--out", required=True, help="labels.tif or objects.json (COCO)")
+    predict.add_argument("--polygons", action="store_true", help="COCO polygons instead of RLE")
+    predict.add_argument("--device", default="auto")
+    predict.add_argument("--batch-size", type=int, default=None, help="objects per forward pass (4 CPU, 16 GPU)")
+
+    export = sub.add_parser("export", help="labels to COCO JSON or a label-image TIFF",
+                            description="Write instance labels (a .tif/.png/.npy/COCO .json file or a zarr folder) "
+                            "as COCO JSON (one image per plane; RLE, or --polygons) or as a label-image TIFF.")
+    export.add_argument("labels", help="labels file or zarr folder")
+    export.add_argument("--out", required=True, help="objects.json (COCO) or labels.tif")
+    export.add_argument("--polygons", action="store_true", help="COCO polygons instead of RLE (approximate)")
+    export.add_argument("--image-name", default=None, help="file_name stem of the COCO images (the labels' name)")
+    export.add_argument("--category", default="object", help="the COCO category name")
     return parser
 
 
@@ -278,6 +401,10 @@ def main(argv: list[str] | None = None) -> int:
             return _weights(args)
         if args.command == "train":
             return _train(args)
+        if args.command == "predict":
+            return _predict(args)
+        if args.command == "export":
+            return _export(args)
         return _evaluate(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"napari-iog: {err}", file=sys.stderr)
