@@ -422,3 +422,16 @@ def test_propagation_on_a_single_image_says_it_needs_a_stack(scene_viewer, predi
     ann.commit()
     ann.start_propagation()
     assert not ann.propagating and "needs a stack" in ann.messages[-1]
+
+
+def test_labels_saved_as_coco_from_napari_open_again_identical(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    labels = np.zeros((2, 50, 60), np.uint32)
+    labels[0, 5:20, 5:25] = 3
+    labels[1, 30:45, 10:50] = 8
+    layer = viewer.add_labels(labels, name="cells")
+    written = viewer.layers.save(str(tmp_path / "cells.json"), selected=False, plugin="napari-iog")
+    assert written == [str(tmp_path / "cells.json")]
+    opened = viewer.open(str(tmp_path / "cells.json"), plugin="napari-iog")
+    assert opened[0]._type_string == "labels" and opened[0].name.startswith("cells")
+    np.testing.assert_array_equal(opened[0].data, layer.data)
