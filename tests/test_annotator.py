@@ -435,3 +435,55 @@ def test_labels_saved_as_coco_from_napari_open_again_identical(make_napari_viewe
     opened = viewer.open(str(tmp_path / "cells.json"), plugin="napari-iog")
     assert opened[0]._type_string == "labels" and opened[0].name.startswith("cells")
     np.testing.assert_array_equal(opened[0].data, layer.data)
+
+
+def checkerboard_level(size, step, chunk=512):
+    """A lazily generated level of a checkerboard (squares of 64 px at full resolution)."""
+    import dask.array as da
+
+    def block(block_info=None):
+        (r0, r1), (c0, c1) = block_info[None]["array-location"]
+        yy, xx = np.mgrid[r0:r1, c0:c1] * step
+        return (60 + 150 * ((yy // 64 + xx // 64) % 2)).astype(np.uint8)
+    n = size // step
+    return da.map_blocks(block, chunks=(tuple(min(chunk, n - i) for i in range(0, n, chunk)),) * 2, dtype=np.uint8)
+
+
+def test_a_multiscale_image_gets_sparse_multiscale_labels_kept_in_step(make_napari_viewer):
+    viewer = make_napari_viewer()
+    layer = viewer.add_image([checkerboard_level(4096, s) for s in (1, 2, 4)], multiscale=True, name="slide")
+    ann = Annotator(viewer, layer, ThresholdPredictor())
+    levels = list(ann.labels_layer.data)
+    assert ann.labels_layer.multiscale and [lv.shape for lv in levels] == [(4096, 4096), (2048, 2048), (1024, 1024)]
+    assert not any(isinstance(lv, np.ndarray) for lv in levels)
+    ann.segment(((2040, 2100), (2120, 2190)), (2080, 2140))     # the square rows 2048.., cols 2112..
+    assert ann.commit() == 1
+    full = np.asarray(levels[0][1984:2176, 1984:2176])
+    assert (full[64:128, 128:192] == 1).all() and (full == 1).sum() == 64 * 64
+    np.testing.assert_array_equal(np.asarray(levels[1][992:1088, 992:1088]), full[::2, ::2])
+    np.testing.assert_array_equal(np.asarray(levels[2][496:544, 496:544]), full[::4, ::4])
+    ann.undo()
+    assert not np.asarray(levels[0][1984:2176, 1984:2176]).any() and not np.asarray(levels[2][496:544, 496:544]).any()
+
+
+def test_a_very_large_plain_image_gets_sparse_labels(make_napari_viewer, monkeypatch):
+    from napari_iog._widgets import annotator as annotator_module
+
+    monkeypatch.setattr(annotator_module, "DENSE_LABELS_MAX_PIXELS", 100 * 100)
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.asarray(checkerboard_level(256, 1)), name="big")
+    ann = Annotator(viewer, layer, ThresholdPredictor())
+    data = ann.labels_layer.data
+    assert not isinstance(data, np.ndarray) and not ann.labels_layer.multiscale and data.shape == (256, 256)
+    ann.segment(((60, 0), (130, 70)), (100, 30))
+    ann.commit()
+    assert (np.asarray(data[64:128, 0:64]) == 1).all() and (np.asarray(data[:]) == 1).sum() == 64 * 64
+
+
+def test_a_read_only_labels_layer_is_refused_with_a_reason(scene_viewer, predictor):
+    import dask.array as da
+
+    viewer, layer = scene_viewer
+    viewer.add_labels(da.zeros((240, 320), dtype=np.uint32, chunks=64), name="lazy")
+    with pytest.raises(ValueError, match="read-only"):
+        Annotator(viewer, layer, predictor, labels_layer="lazy")

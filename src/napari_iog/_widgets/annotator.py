@@ -104,8 +104,10 @@ class Annotator:
         options: dict[str, Any] = {}
         if channels is not None:
             options["channels"] = tuple(channels)
-        self.session = AnnotationSession(self.predictor, self._image_data(), self.labels_layer.data,
-                                         overwrite=overwrite, predict_options=options)
+        levels = self._labels_levels()
+        self.session = AnnotationSession(self.predictor, self._image_data(), levels[0], overwrite=overwrite,
+                                         predict_options=options, pyramid=levels[1:],
+                                         next_id_start=self.labels_layer.metadata.get("napari-iog next id"))
         self._follow_contrast_limits()
         self.image_layer.events.contrast_limits.connect(self._follow_contrast_limits)
         self.asynchronous = _qt_app_running() if asynchronous is None else bool(asynchronous)
@@ -162,18 +164,25 @@ class Annotator:
     def _find_or_make_labels(self, layer) -> Labels:
         layer = self._by_name(layer)
         if layer is None:
-            layer = Labels(np.zeros(self.spatial_shape, np.uint32), name=f"{self.image_layer.name} labels",
-                           **self._transform())
+            layer = Labels(new_labels_data(self.image_layer, self.spatial_shape),
+                           name=f"{self.image_layer.name} labels", **self._transform())
+            layer.metadata["napari-iog next id"] = 1    # empty: no need to scan it for the largest id
             self.viewer.add_layer(layer)
         if not isinstance(layer, Labels):
             raise ValueError(f"layer {layer.name!r} is a {type(layer).__name__} layer, not a labels layer")
-        if tuple(layer.data.shape) != self.spatial_shape:
-            raise ValueError(f"labels layer {layer.name!r} has shape {layer.data.shape}, the image "
+        levels = list(layer.data) if layer.multiscale else [layer.data]
+        if tuple(levels[0].shape) != self.spatial_shape:
+            raise ValueError(f"labels layer {layer.name!r} has shape {levels[0].shape}, the image "
                              f"{self.image_layer.name!r} has {self.spatial_shape}")
-        if not isinstance(layer.data, np.ndarray):
-            raise ValueError(f"labels layer {layer.name!r} is not held in memory ({type(layer.data).__name__}); "
-                             "annotate into an in-memory labels layer")
+        for level in levels:
+            if not _writable(level):
+                raise ValueError(f"labels layer {layer.name!r} is read-only ({type(level).__name__}); annotate into "
+                                 "a new labels layer, or one held in memory or in a zarr array")
         return layer
+
+    def _labels_levels(self) -> list:
+        layer = self.labels_layer
+        return list(layer.data) if layer.multiscale else [layer.data]
 
     def _transform(self) -> dict[str, Any]:
         lay = self.image_layer
@@ -650,6 +659,38 @@ class Annotator:
         layer.scale = self.image_layer.scale
         layer.translate = np.asarray(self.image_layer.translate) + np.asarray(self.image_layer.scale) * offset
         layer.visible = True
+
+
+#: Above this many pixels a new labels layer is a sparse zarr array (only the chunks that hold
+#: objects take memory) instead of a dense numpy array: 8192 x 8192 as uint32 would be 256 MiB.
+DENSE_LABELS_MAX_PIXELS = 8192 * 8192
+LABELS_CHUNK = 1024
+
+
+def new_labels_data(image_layer: Image, spatial_shape: tuple[int, ...]):
+    """Empty labels for ``image_layer``: a numpy array for ordinary images; for multiscale
+    images a pyramid of sparse in-memory zarr arrays with the image's level shapes; for other
+    very large images one sparse zarr array."""
+    huge = int(np.prod(spatial_shape, dtype=np.int64)) > DENSE_LABELS_MAX_PIXELS
+    if not (image_layer.multiscale or huge):
+        return np.zeros(spatial_shape, np.uint32)
+    import zarr
+
+    ndim = len(spatial_shape)
+    shapes = ([tuple(level.shape[:ndim]) for level in image_layer.data] if image_layer.multiscale
+              else [spatial_shape])
+    chunks = (1,) * (ndim - 2) + (LABELS_CHUNK, LABELS_CHUNK)
+    levels = [zarr.zeros(shape=shape, chunks=tuple(min(c, n) for c, n in zip(chunks, shape)), dtype="uint32")
+              for shape in shapes]
+    return levels if image_layer.multiscale else levels[0]
+
+
+def _writable(array) -> bool:
+    if isinstance(array, np.ndarray):
+        return array.flags.writeable
+    if hasattr(array, "dask"):
+        return False
+    return callable(getattr(array, "__setitem__", None)) and not getattr(array, "read_only", False)
 
 
 def _propagation_summary(result) -> str:
