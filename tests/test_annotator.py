@@ -487,3 +487,33 @@ def test_a_read_only_labels_layer_is_refused_with_a_reason(scene_viewer, predict
     viewer.add_labels(da.zeros((240, 320), dtype=np.uint32, chunks=64), name="lazy")
     with pytest.raises(ValueError, match="read-only"):
         Annotator(viewer, layer, predictor, labels_layer="lazy")
+
+
+def test_channel_layers_feed_rgb_each_through_its_contrast_limits(make_napari_viewer):
+    """Two 16-bit channels opened with channel_axis; the object is in channel 0 at 1000 over 0."""
+    viewer = make_napari_viewer()
+    data = np.zeros((2, 80, 100), np.uint16)
+    data[0, 20:50, 30:70] = 1000
+    data[1] = 3000
+    nuclei, membrane = viewer.add_image(data, channel_axis=0, name=["nuclei", "membrane"])
+    nuclei.contrast_limits = (0, 4000)           # 1000 shows dark: the stand-in network sees nothing
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-iog", "IOG annotator")
+    widget.image.value = "nuclei"
+    widget.green.value = "membrane"
+    widget.start(ThresholdPredictor())
+    ann = widget.annotator
+    assert ann.channel_layers == [nuclei, membrane]
+    with pytest.raises(ValueError, match="empty"):
+        ann.segment(((15, 25), (55, 75)), (35, 50))
+        ann.commit()
+    nuclei.contrast_limits = (0, 1500)           # now 1000 shows bright (170 of 255)
+    ann.segment(((15, 25), (55, 75)), (35, 50))
+    assert ann.commit() == 1
+    assert (ann.labels_layer.data[20:50, 30:70] == 1).all() and (ann.labels_layer.data == 1).sum() == 30 * 40
+    crop = ann.session.image[10:12, 35:37]
+    np.testing.assert_allclose(crop[..., 0], 0)
+    low, high = membrane.contrast_limits
+    np.testing.assert_allclose(crop[..., 1], np.clip((3000 - low) * 255 / (high - low), 0, 255), rtol=1e-5)
+    viewer.add_image(np.zeros((10, 10), np.uint16), name="small")
+    with pytest.raises(ValueError, match="has shape"):
+        Annotator(viewer, model=ThresholdPredictor(), channel_layers=["nuclei", "small"])

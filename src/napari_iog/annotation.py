@@ -33,6 +33,7 @@ from scipy import ndimage
 
 from . import guidance as G
 from .predictor import IOGPredictor, Prediction
+from .preprocess import ChannelStack
 
 ROLES = ("corner", "inside", "positive", "negative", "extreme")
 
@@ -482,7 +483,7 @@ def plane_of(image, plane: tuple[int, ...]):
     are wrapped in dask first, so that a click reads only its crop of the plane."""
     if not plane:
         return image
-    if isinstance(image, np.ndarray) or hasattr(image, "dask"):
+    if isinstance(image, (np.ndarray, ChannelStack)) or hasattr(image, "dask"):
         return image[plane]
     import dask.array as da
 

@@ -128,3 +128,40 @@ def to_rgb255(window: np.ndarray, layout: ImageLayout, value_range: tuple[float,
     elif rgb.shape[-1] == 2:
         rgb = np.concatenate([rgb, np.zeros_like(rgb[..., :1])], axis=-1)
     return np.ascontiguousarray(rgb)
+
+
+class ChannelStack:
+    """Several single-channel arrays of one shape (napari layers made with ``channel_axis``)
+    seen as one lazy (..., rows, cols, channels) image that feeds R, G, B.
+
+    Each channel is scaled to 0..255 by its own contrast limits (as napari shows it) when it is
+    read, so the network sees what the user sees; indexing reads only the requested part of
+    each array. Pass ``contrast_limits=(0, 255)`` to the predictor with it (the values are
+    already scaled).
+    """
+
+    def __init__(self, arrays: Sequence, contrast_limits: Sequence[Sequence[float]]):
+        if not 1 <= len(arrays) <= 3:
+            raise ValueError(f"1 to 3 channels feed R, G, B; got {len(arrays)}")
+        shapes = {tuple(a.shape) for a in arrays}
+        if len(shapes) != 1:
+            raise ValueError(f"the channels differ in shape: {sorted(shapes)}")
+        self.arrays = list(arrays)
+        self.contrast_limits = [tuple(float(v) for v in cl) for cl in contrast_limits]
+        if len(self.contrast_limits) != len(self.arrays) or any(hi <= lo for lo, hi in self.contrast_limits):
+            raise ValueError("one (low, high) contrast limit with low < high is needed per channel")
+        self.shape = (*shapes.pop(), len(self.arrays))
+        self.dtype = np.dtype(np.float32)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        if len(key) > self.ndim - 1:
+            raise IndexError("ChannelStack is indexed over its spatial axes only")
+        if all(isinstance(k, (int, np.integer)) for k in key) and len(key) <= self.ndim - 3:
+            return ChannelStack([a[key] for a in self.arrays], self.contrast_limits)  # a plane, still lazy
+        channels = []
+        for array, (low, high) in zip(self.arrays, self.contrast_limits):
+            data = np.asarray(array[key], dtype=np.float32)
+            channels.append(np.clip((data - low) * np.float32(255.0 / (high - low)), 0, 255))
+        return np.stack(channels, axis=-1)

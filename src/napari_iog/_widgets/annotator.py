@@ -31,6 +31,7 @@ from psygnal import Signal
 from .. import guidance as G
 from ..annotation import ROLES, AnnotationSession
 from ..predictor import IOGPredictor
+from ..preprocess import ChannelStack
 
 ROLE_COLOURS = {"corner": "yellow", "inside": "lime", "positive": "cyan", "negative": "magenta",
                 "extreme": "orange"}
@@ -77,6 +78,9 @@ class Annotator:
             ``"<image> labels"`` with the image's shape (uint32).
         overwrite: let committed objects replace existing labels (off: they never do).
         channels: which three channels feed R, G, B for images with more than four channels.
+        channel_layers: 1 to 3 image layers of one shape feeding R, G, B (e.g. the layers napari
+            makes with ``channel_axis``), each scaled by its own contrast limits; ``image_layer``
+            defaults to the first.
         asynchronous: predict in a worker thread after each click (default: when a Qt
             application runs). The scripted methods (:meth:`segment`, :meth:`correct`...)
             are always synchronous.
@@ -93,9 +97,13 @@ class Annotator:
     def __init__(self, viewer, image_layer: Image | str | None = None, model: Any = None, *,
                  device: str = "auto", precision: str = "auto", labels_layer: Labels | str | None = None,
                  overwrite: bool = False, channels: Sequence[int] | None = None,
-                 asynchronous: bool | None = None):
+                 channel_layers: Sequence[Image | str] | None = None, asynchronous: bool | None = None):
         self.viewer = viewer
+        self.channel_layers = [self._find_image_layer(layer) for layer in channel_layers or ()]
+        if image_layer is None and self.channel_layers:
+            image_layer = self.channel_layers[0]
         self.image_layer = self._find_image_layer(image_layer)
+        self._check_channel_layers()
         if self.image_layer.ndim < 2:
             raise ValueError(f"image layer {self.image_layer.name!r} has fewer than two dimensions")
         self.predictor = model if isinstance(model, IOGPredictor) else IOGPredictor(
@@ -109,7 +117,8 @@ class Annotator:
                                          predict_options=options, pyramid=levels[1:],
                                          next_id_start=self.labels_layer.metadata.get("napari-iog next id"))
         self._follow_contrast_limits()
-        self.image_layer.events.contrast_limits.connect(self._follow_contrast_limits)
+        for layer in self._source_layers():
+            layer.events.contrast_limits.connect(self._follow_contrast_limits)
         self.asynchronous = _qt_app_running() if asynchronous is None else bool(asynchronous)
         self.negative = False
         self.last_latency: float | None = None
@@ -158,8 +167,25 @@ class Annotator:
         return tuple(data.shape[:self.image_layer.ndim])
 
     def _image_data(self):
-        layer = self.image_layer
-        return layer.data[0] if layer.multiscale else layer.data
+        if self.channel_layers:
+            return ChannelStack([_full_resolution(layer) for layer in self.channel_layers],
+                                [layer.contrast_limits for layer in self.channel_layers])
+        return _full_resolution(self.image_layer)
+
+    def _source_layers(self) -> list[Image]:
+        return self.channel_layers or [self.image_layer]
+
+    def _check_channel_layers(self) -> None:
+        if not self.channel_layers:
+            return
+        if not 1 <= len(self.channel_layers) <= 3:
+            raise ValueError(f"1 to 3 channel layers feed R, G, B; got {len(self.channel_layers)}")
+        for layer in self.channel_layers:
+            if layer.rgb:
+                raise ValueError(f"channel layer {layer.name!r} is RGB: channel layers have one channel each")
+            if _full_resolution(layer).shape != _full_resolution(self.image_layer).shape:
+                raise ValueError(f"channel layer {layer.name!r} has shape {_full_resolution(layer).shape}, "
+                                 f"the image {self.image_layer.name!r} {_full_resolution(self.image_layer).shape}")
 
     def _find_or_make_labels(self, layer) -> Labels:
         layer = self._by_name(layer)
@@ -189,7 +215,13 @@ class Annotator:
         return dict(scale=lay.scale, translate=lay.translate, rotate=lay.rotate, shear=lay.shear)
 
     def _follow_contrast_limits(self, event=None) -> None:
-        """16-bit and float images reach the network scaled as the user sees them."""
+        """16-bit and float images reach the network scaled as the user sees them (channel
+        layers each by their own limits)."""
+        if self.channel_layers:
+            self.session.image.contrast_limits = [tuple(float(v) for v in layer.contrast_limits)
+                                                  for layer in self.channel_layers]
+            self.session.predict_options["contrast_limits"] = (0.0, 255.0)
+            return
         self.session.predict_options["contrast_limits"] = tuple(float(v) for v in self.image_layer.contrast_limits)
 
     def _make_helper_layers(self) -> None:
@@ -223,7 +255,8 @@ class Annotator:
     def close(self, remove_layers: bool = True) -> None:
         """Stop listening to the viewer; remove the helper layers (not the labels)."""
         self.clicks_layer.events.data.disconnect(self._on_clicks_changed)
-        self.image_layer.events.contrast_limits.disconnect(self._follow_contrast_limits)
+        for layer in self._source_layers():
+            layer.events.contrast_limits.disconnect(self._follow_contrast_limits)
         if self._on_mouse_press in self.clicks_layer.mouse_drag_callbacks:
             self.clicks_layer.mouse_drag_callbacks.remove(self._on_mouse_press)
         if self._on_mouse_move in self.viewer.mouse_move_callbacks:
@@ -665,6 +698,10 @@ class Annotator:
 #: objects take memory) instead of a dense numpy array: 8192 x 8192 as uint32 would be 256 MiB.
 DENSE_LABELS_MAX_PIXELS = 8192 * 8192
 LABELS_CHUNK = 1024
+
+
+def _full_resolution(layer: Image):
+    return layer.data[0] if layer.multiscale else layer.data
 
 
 def new_labels_data(image_layer: Image, spatial_shape: tuple[int, ...]):

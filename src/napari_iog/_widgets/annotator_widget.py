@@ -15,6 +15,7 @@ from ..predictor import IOGPredictor
 from .annotator import ROLE_COLOURS, Annotator, shortcuts_help
 
 NEW_LABELS = "(new labels layer)"
+NO_CHANNEL = "(none)"
 FROM_FILE = "(the model file below)"
 
 HOW_TO = (
@@ -56,6 +57,12 @@ class AnnotatorWidget(Container):
         self._loading = None
         self.image = ComboBox(label="image", choices=self._image_choices,
                               tooltip="the image layer to segment")
+        self.green = ComboBox(label="G from", choices=self._channel_choices,
+                              tooltip="multichannel data opened as one layer per channel: the layer that "
+                                      "feeds the network's green channel (the image above feeds red); each "
+                                      "channel is scaled by its layer's contrast limits")
+        self.blue = ComboBox(label="B from", choices=self._channel_choices,
+                             tooltip="the layer that feeds the network's blue channel")
         self.labels = ComboBox(label="labels", choices=self._labels_choices,
                                tooltip="where committed objects are written; a new layer is made if you "
                                        "choose '(new labels layer)'")
@@ -89,7 +96,7 @@ class AnnotatorWidget(Container):
         self.help.tooltip = f"Shortcuts (on the 'IOG clicks' layer):\n{shortcuts_help()}\n\nPoint colours: {legend}"
         for label in (self.status, self.help):
             label.native.setWordWrap(True)
-        self.extend([self.image, self.labels, self.model, self.model_file, self.device, self.start_button, self.negative,
+        self.extend([self.image, self.green, self.blue, self.labels, self.model, self.model_file, self.device, self.start_button, self.negative,
                      self.overwrite, buttons, self.propagate_row, self.status, self.help])
         for w in (self.start_button, self.commit_button, self.undo_button, self.clear_button):
             w.tooltip = self.help.tooltip
@@ -109,6 +116,10 @@ class AnnotatorWidget(Container):
 
     def _image_choices(self, _=None) -> list[str]:
         return image_layer_names(self.viewer)
+
+    def _channel_choices(self, _=None) -> list[str]:
+        single = [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and not layer.rgb]
+        return [NO_CHANNEL] + single
 
     def _labels_choices(self, _=None) -> list[str]:
         return [NEW_LABELS] + labels_layer_names(self.viewer)
@@ -162,9 +173,11 @@ class AnnotatorWidget(Container):
 
     def _begin(self, predictor: IOGPredictor) -> None:
         labels = None if self.labels.value in (None, NEW_LABELS) else self.labels.value
+        extra = [c.value for c in (self.green, self.blue) if c.value not in (None, NO_CHANNEL)]
         try:
             annotator = Annotator(self.viewer, self.image.value, predictor, labels_layer=labels,
-                                  overwrite=self.overwrite.value)
+                                  overwrite=self.overwrite.value,
+                                  channel_layers=[self.image.value, *extra] if extra else None)
         except ValueError as err:
             show_error(str(err))
             return
