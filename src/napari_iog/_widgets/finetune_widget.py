@@ -100,7 +100,13 @@ def export_layers(image_layer: Image, labels_layer: Labels, folder: Path) -> int
     from PIL import Image as PILImage
 
     from ..training import pairs_from_arrays
+    from .annotator import DENSE_LABELS_MAX_PIXELS
 
+    for layer in (image_layer, labels_layer):
+        plane = layer.data[0].shape[-2:] if layer.multiscale else layer.data.shape[:layer.ndim][-2:]
+        if layer.multiscale or int(np.prod(plane)) > DENSE_LABELS_MAX_PIXELS:
+            raise ValueError(f"layer {layer.name!r} is too large to fine-tune from as a whole: export the "
+                             "annotated regions as image and label files (napari-iog export) and train from folders")
     pairs = pairs_from_arrays(np.asarray(image_layer.data), np.asarray(labels_layer.data), _safe(image_layer.name),
                               contrast_limits=None if image_layer.rgb else image_layer.contrast_limits,
                               rgb=image_layer.rgb)
