@@ -46,6 +46,8 @@ def test_propagation_follows_the_object_both_ways_with_one_id_and_one_undo():
         assert np.array_equal(labels[z] == label_id, truth[z]), z
     assert not labels[7:].any() and set(np.unique(labels)) == {0, label_id}
     assert all(step.iou_with_previous > 0.7 for step in result.steps)
+    with pytest.raises(ValueError, match="just propagated"):
+        s.propagate()
     assert s.undo() == "commit"                     # the whole propagation at once
     assert np.array_equal(labels[3] == label_id, truth[3]) and not np.delete(labels, 3, axis=0).any()
     assert s.undo() == "commit" and not labels.any()

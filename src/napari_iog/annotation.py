@@ -50,6 +50,7 @@ class _Commit:
     label_id: int
     writes: list[_Write]        # one for a commit, one per plane for a propagation
     next_id_before: int
+    propagated: bool = False
 
     @property
     def plane(self) -> tuple[int, ...]:
@@ -386,6 +387,9 @@ class AnnotationSession:
             last = self.last_commit
             if last is None:
                 raise ValueError("no object to propagate: commit one first (or name its id and plane)")
+            if self._commits[-1].propagated:
+                raise ValueError(f"object {last[0]} was just propagated: undo that to propagate it again, "
+                                 "or commit a new object")
             if label_id is None and plane is None:
                 window = last[2]        # read only where the last commit wrote (huge planes)
             label_id = last[0] if label_id is None else label_id
@@ -403,7 +407,7 @@ class AnnotationSession:
     def _propagation_steps(self, result: Propagation, window: G.Box, source: np.ndarray, axis: int,
                            directions, min_iou, max_area_ratio, margin, max_planes):
         leading, start, label_id = self.labels.shape[:-2], result.start, result.label_id
-        commit = _Commit(label_id, [], self._next_id)
+        commit = _Commit(label_id, [], self._next_id, propagated=True)
         direction = directions[0] if directions else 1
         try:
             for direction in directions:
