@@ -118,3 +118,13 @@ def test_torchrun_two_processes_predict_what_one_does(tmp_path, model_file):
                             capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "two.tif"), tifffile.imread(tmp_path / "one.tif"))
+
+
+def test_a_stopped_batch_writes_what_it_finished(tmp_path):
+    image = two_objects_image()
+    prompts = [batch.BoxPrompt(((8, 8), (32, 42)), source="a"), batch.BoxPrompt(((38, 58), (72, 112)), source="b")]
+    polls = iter([False, True])
+    labels, report = batch.segment_boxes(ThresholdPredictor(), image, prompts, batch_size=1,
+                                         should_stop=lambda: next(polls))
+    assert report.cancelled and report.written == 1
+    assert (labels[10:30, 10:40] == 1).all() and not labels[40:70, 60:110].any()

@@ -157,3 +157,14 @@ def test_next_id_of_stored_labels_is_found_chunk_by_chunk():
     assert s.next_id == 42
     s = AnnotationSession(ThresholdPredictor(), np.zeros((64, 64), np.uint8), labels, next_id_start=100)
     assert s.next_id == 100
+
+
+def test_a_zarr_image_stack_is_read_plane_by_plane():
+    stack, truth = moving_disc_stack()
+    image = zarr.array(stack, chunks=(1, 32, 32))
+    labels = np.zeros(stack.shape, np.uint16)
+    s = AnnotationSession(ThresholdPredictor(), image, labels)
+    committed_on(s, (3,), ((28, 41), (68, 83)), (48, 59))
+    assert s.propagate().planes == [(4,), (5,), (6,), (2,), (1,), (0,)]
+    for z in range(7):
+        assert np.array_equal(labels[z] != 0, truth[z])
