@@ -295,7 +295,8 @@ def _predict(args) -> int:
         report = batch.write_boxes(labels, prompts, results)
         out = Path(args.out)
         if out.suffix.lower() == ".json":
-            labels_io.write_coco(out, labels, image_name=Path(args.image).stem,
+            single = [Path(args.image).name] if labels.ndim == 2 else None   # the file the boxes are on
+            labels_io.write_coco(out, labels, image_name=Path(args.image).stem, image_files=single,
                                  encoding="polygon" if args.polygons else "rle")
         else:
             labels_io.write_labels_tif(out, labels)
