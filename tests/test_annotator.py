@@ -517,3 +517,46 @@ def test_channel_layers_feed_rgb_each_through_its_contrast_limits(make_napari_vi
     viewer.add_image(np.zeros((10, 10), np.uint16), name="small")
     with pytest.raises(ValueError, match="has shape"):
         Annotator(viewer, model=ThresholdPredictor(), channel_layers=["nuclei", "small"])
+
+
+def test_drawn_boxes_are_segmented_and_committed_together(make_napari_viewer):
+    viewer = make_napari_viewer()
+    image = np.zeros((80, 120, 3), np.uint8)
+    image[10:30, 10:40] = 200
+    image[40:70, 60:110] = 220
+    layer = viewer.add_image(image, scale=(2, 2), name="two")
+    existing = viewer.add_labels(np.zeros((80, 120), np.uint32), scale=(2, 2), name="objects")
+    existing.data[40:45, 60:110] = 5                            # someone's object on the second box
+    boxes = viewer.add_shapes([np.array([[8, 8], [32, 42]]) * 2, np.array([[38, 58], [72, 112]]) * 2],
+                              shape_type="rectangle", name="boxes")
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-iog", "IOG annotator")
+    widget.labels.value = "objects"
+    widget.start(ThresholdPredictor())
+    ann = widget.annotator
+    assert widget.boxes_layer.value == "boxes"
+    done = []
+    ann.boxes_finished.connect(done.append)
+    widget.boxes_button.clicked.emit()
+    ann._join_worker()
+    assert done == [2]
+    labels = existing.data
+    assert (labels[10:30, 10:40] == 6).all() and (labels == 6).sum() == 20 * 30
+    assert (labels[45:70, 60:110] == 7).all() and (labels[40:45, 60:110] == 5).all()
+    ann.undo()
+    assert set(np.unique(labels)) == {0, 5}
+    assert ann.segment_boxes("boxes") == [6, 7]                # the same from a script
+    with pytest.raises(ValueError, match="not a shapes layer"):
+        ann.boxes_of("two")
+
+
+def test_boxes_drawn_in_a_2d_layer_over_a_stack_go_to_the_slice_on_screen(make_napari_viewer):
+    viewer = make_napari_viewer()
+    stack = np.zeros((3, 80, 120), np.uint8)
+    stack[:, 10:30, 10:40] = 200
+    layer = viewer.add_image(stack, name="stack")
+    viewer.add_shapes([np.array([[8, 8], [32, 42]])], shape_type="rectangle", name="boxes", ndim=2)
+    ann = Annotator(viewer, layer, ThresholdPredictor())
+    viewer.dims.set_current_step(0, 1)
+    assert ann.segment_boxes("boxes") == [1]
+    labels = ann.labels_layer.data
+    assert (labels[1, 10:30, 10:40] == 1).all() and not labels[0].any() and not labels[2].any()

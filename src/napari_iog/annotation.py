@@ -273,6 +273,34 @@ class AnnotationSession:
         self.clear()
         return label_id
 
+    def commit_masks(self, objects: Sequence[tuple[tuple[int, ...], G.Box, np.ndarray]]) -> list[int | None]:
+        """Write many objects at once (e.g. segmented from drawn boxes), each ``(plane, window,
+        mask in window)``, with fresh ids and the preserve rule (an object keeps off existing
+        labels and off the earlier objects of the batch). Returns each object's id, None for
+        one with nothing left to write. One :meth:`undo` takes back the whole batch."""
+        commit = _Commit(0, [], self._next_id)
+        ids: list[int | None] = []
+        try:
+            for plane, window, mask in objects:
+                plane = self._check_plane(plane)
+                region = self._read(plane, window)
+                if not self.overwrite:
+                    mask = mask & (region == 0)
+                if not mask.any():
+                    ids.append(None)
+                    continue
+                label_id = self.next_id
+                if label_id > np.iinfo(self.labels.dtype).max:
+                    raise ValueError(f"label id {label_id} does not fit the labels' dtype {self.labels.dtype}")
+                self._write(commit, plane, window, region, mask, label_id)
+                commit.label_id = label_id
+                self._next_id = label_id + 1
+                ids.append(label_id)
+        finally:
+            if commit.writes:
+                self._commits.append(commit)
+        return ids
+
     # --- labels storage (numpy, zarr; with a pyramid for multiscale layers) --------------------
 
     def _read(self, plane: tuple[int, ...], window: G.Box) -> np.ndarray:

@@ -93,6 +93,7 @@ class Annotator:
     negative_changed = Signal(bool)
     prediction_shown = Signal()
     propagation_finished = Signal(object)
+    boxes_finished = Signal(int)
 
     def __init__(self, viewer, image_layer: Image | str | None = None, model: Any = None, *,
                  device: str = "auto", precision: str = "auto", labels_layer: Labels | str | None = None,
@@ -354,6 +355,103 @@ class Annotator:
         """Drop the object in progress."""
         self.session.clear()
         self._draw()
+
+    # --- many objects from drawn boxes ---------------------------------------------------------------
+
+    def boxes_of(self, shapes_layer: Shapes | str) -> list:
+        """The shapes of ``shapes_layer`` as box prompts in the image's pixels: each shape's
+        bounding box (rectangles as drawn), its centre as the inside click, on the plane it
+        was drawn on (a 2D shapes layer over a stack: the plane on screen)."""
+        from ..batch import BoxPrompt
+
+        layer = self._by_name(shapes_layer)
+        if not isinstance(layer, Shapes):
+            raise ValueError(f"layer {getattr(layer, 'name', layer)!r} is not a shapes layer")
+        if len(layer.data) == 0:
+            raise ValueError(f"shapes layer {layer.name!r} has no shapes: draw rectangles around the objects")
+        h, w = self.spatial_shape[-2:]
+        leading = len(self.spatial_shape) - 2
+        prompts = []
+        for n, vertices in enumerate(layer.data):
+            world = np.array([layer.data_to_world(v) for v in np.asarray(vertices, dtype=float)])
+            missing = self.image_layer.ndim - world.shape[1]
+            if missing > 0:     # a 2D layer over a stack: the shapes lie on the plane on screen
+                here = np.asarray(self.viewer.dims.point)[-self.image_layer.ndim:][:missing]
+                world = np.hstack([np.tile(here, (len(world), 1)), world])
+            coords = np.array([self.image_layer.world_to_data(v) for v in world])
+            plane = self._plane_of(coords[0, :leading]) if leading else ()
+            rows, cols = coords[:, -2], coords[:, -1]
+            r0, r1 = int(np.floor(rows.min() + 0.5)), int(np.ceil(rows.max() - 0.5))
+            c0, c1 = int(np.floor(cols.min() + 0.5)), int(np.ceil(cols.max() - 0.5))
+            r0, c0, r1, c1 = max(r0, 0), max(c0, 0), min(r1, h - 1), min(c1, w - 1)
+            prompts.append(BoxPrompt(((r0, c0), (r1, c1)), plane=plane, source=f"shape {n + 1} of {layer.name!r}"))
+        return prompts
+
+    def segment_boxes(self, shapes_layer: Shapes | str) -> list[int | None]:
+        """Segment one object per shape of ``shapes_layer`` and commit them all (ids in shape
+        order; None where nothing was left to write). One undo takes them all back."""
+        from .. import batch
+
+        self._refuse_while_propagating()
+        self._join_worker()
+        prompts = self.boxes_of(shapes_layer)
+        batch.check_boxes(self.predictor, self.spatial_shape, prompts)
+        results = batch.predict_boxes(self.predictor, self.session.image, prompts,
+                                      **self.session.predict_options)
+        return self._commit_box_results(prompts, results)
+
+    def _commit_box_results(self, prompts, results) -> list[int | None]:
+        ids = self.session.commit_masks([(prompts[i].plane, *results[i]) for i in sorted(results)])
+        self.labels_layer.refresh()
+        self._draw()
+        self._set_status(f"{sum(i is not None for i in ids)} objects committed from boxes")
+        return ids
+
+    def start_segment_boxes(self, shapes_layer: Shapes | str) -> None:
+        """:meth:`segment_boxes` in a worker thread with a napari progress bar; the objects are
+        committed together when all are segmented."""
+        from .. import batch
+
+        if self._propagation is not None or self._worker is not None:
+            self._notify("wait until the current prediction or propagation ends")
+            return
+
+        def prepare():
+            prompts = self.boxes_of(shapes_layer)
+            batch.check_boxes(self.predictor, self.spatial_shape, prompts)
+            return prompts
+        prompts = self._guarded(prepare)
+        if prompts is None:
+            return
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        bar = progress(total=len(prompts), desc="segmenting boxes")
+        results: dict = {}
+        options = dict(self.session.predict_options)
+        image = self.session.image
+
+        def in_batches():
+            step = 16 if self.predictor.device.type == "cuda" else 4
+            for start in range(0, len(prompts), step):
+                chosen = range(start, min(start + step, len(prompts)))
+                results.update(batch.predict_boxes(self.predictor, image, prompts, chosen, **options))
+                yield len(chosen)
+
+        worker = create_worker(in_batches, _start_thread=False, _ignore_errors=True)
+
+        def finished():
+            bar.close()
+            if len(results) == len(prompts):
+                self._guarded(lambda: self._commit_box_results(prompts, results))
+            self.boxes_finished.emit(len(results))
+            self._on_worker_finished()      # and serve a click made meanwhile
+
+        worker.yielded.connect(bar.update)
+        worker.errored.connect(lambda err: self._notify(f"segmenting the boxes failed: {err}", error=True))
+        worker.finished.connect(finished)
+        self._worker = worker
+        worker.start()
 
     # --- 3D: propagation ------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Shapes
 from napari.utils.notifications import show_error
 
 from .. import zoo
@@ -90,6 +90,12 @@ class AnnotatorWidget(Container):
         self.propagate_axis = ComboBox(label="along", choices=[], tooltip="the stack axis to follow")
         self.propagate_row = Container(widgets=[self.propagate_button, self.propagate_axis],
                                        layout="horizontal", labels=False, visible=False)
+        self.boxes_layer = ComboBox(label="boxes", choices=self._shapes_choices,
+                                    tooltip="a shapes layer with rectangles drawn around objects")
+        self.boxes_button = PushButton(text="Segment all boxes")
+        self.boxes_button.tooltip = ("segment one object per shape of the chosen shapes layer (its box, the "
+                                     "centre as the inside click) and commit them all; one Undo takes them back")
+        self.boxes_row = Container(widgets=[self.boxes_button, self.boxes_layer], layout="horizontal", labels=False)
         self.status = Label(value="no model loaded")
         legend = ", ".join(f"{role}: {colour}" for role, colour in ROLE_COLOURS.items())
         self.help = Label(value=HOW_TO)
@@ -97,7 +103,7 @@ class AnnotatorWidget(Container):
         for label in (self.status, self.help):
             label.native.setWordWrap(True)
         self.extend([self.image, self.green, self.blue, self.labels, self.model, self.model_file, self.device, self.start_button, self.negative,
-                     self.overwrite, buttons, self.propagate_row, self.status, self.help])
+                     self.overwrite, buttons, self.propagate_row, self.boxes_row, self.status, self.help])
         for w in (self.start_button, self.commit_button, self.undo_button, self.clear_button):
             w.tooltip = self.help.tooltip
         self.start_button.changed.connect(lambda: self.start())
@@ -105,6 +111,7 @@ class AnnotatorWidget(Container):
         self.undo_button.changed.connect(lambda: self._act("undo"))
         self.clear_button.changed.connect(lambda: self._act("clear"))
         self.propagate_button.changed.connect(lambda: self.propagate())
+        self.boxes_button.changed.connect(lambda: self.segment_boxes())
         self.negative.changed.connect(self._on_negative)
         self.overwrite.changed.connect(self._on_overwrite)
         events = self.viewer.layers.events
@@ -120,6 +127,9 @@ class AnnotatorWidget(Container):
     def _channel_choices(self, _=None) -> list[str]:
         single = [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and not layer.rgb]
         return [NO_CHANNEL] + single
+
+    def _shapes_choices(self, _=None) -> list[str]:
+        return [layer.name for layer in self.viewer.layers if isinstance(layer, Shapes) and layer.name != "IOG box"]
 
     def _labels_choices(self, _=None) -> list[str]:
         return [NEW_LABELS] + labels_layer_names(self.viewer)
@@ -214,6 +224,16 @@ class AnnotatorWidget(Container):
         self.annotator.start_propagation(axis=self.propagate_axis.value)
         if self.annotator.propagating:
             self.propagate_button.text = "Stop propagating"
+
+    def segment_boxes(self) -> None:
+        """Segment every shape of the chosen shapes layer (in a worker) and commit them."""
+        if self.annotator is None:
+            show_error("start annotating first: choose an image and a model, then 'Start annotating'")
+            return
+        if not self.boxes_layer.value:
+            show_error("draw rectangles around the objects in a shapes layer first (Layers > New shapes layer)")
+            return
+        self.annotator.start_segment_boxes(self.boxes_layer.value)
 
     def _propagation_finished(self, result) -> None:
         self.propagate_button.text = "Propagate through stack"
