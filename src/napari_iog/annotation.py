@@ -258,16 +258,10 @@ class AnnotationSession:
         mask = self.current.window_mask()
         if not mask.any():
             raise ValueError("the predicted object is empty: add a positive click inside it")
-        region = self._read(self.plane, window)
-        if not self.overwrite:
-            mask = mask & (region == 0)
-        if not mask.any():
-            raise ValueError("all of the object is already labelled: turn on overwrite to replace it")
-        label_id = self.next_id
-        if label_id > np.iinfo(self.labels.dtype).max:
-            raise ValueError(f"label id {label_id} does not fit the labels' dtype {self.labels.dtype}")
+        label_id = self._fresh_id()
         commit = _Commit(label_id, [], self._next_id)
-        self._write(commit, self.plane, window, region, mask, label_id)
+        if self._paint(commit, self.plane, window, mask, label_id) is None:
+            raise ValueError("all of the object is already labelled: turn on overwrite to replace it")
         self._commits.append(commit)
         self._next_id = label_id + 1
         self.clear()
@@ -282,17 +276,10 @@ class AnnotationSession:
         ids: list[int | None] = []
         try:
             for plane, window, mask in objects:
-                plane = self._check_plane(plane)
-                region = self._read(plane, window)
-                if not self.overwrite:
-                    mask = mask & (region == 0)
-                if not mask.any():
+                label_id = self._fresh_id()
+                if self._paint(commit, self._check_plane(plane), window, mask, label_id) is None:
                     ids.append(None)
                     continue
-                label_id = self.next_id
-                if label_id > np.iinfo(self.labels.dtype).max:
-                    raise ValueError(f"label id {label_id} does not fit the labels' dtype {self.labels.dtype}")
-                self._write(commit, plane, window, region, mask, label_id)
                 commit.label_id = label_id
                 self._next_id = label_id + 1
                 ids.append(label_id)
@@ -306,16 +293,29 @@ class AnnotationSession:
     def _read(self, plane: tuple[int, ...], window: G.Box) -> np.ndarray:
         return np.array(self.labels[(*plane, *window.slices())])
 
-    def _write(self, commit: _Commit, plane, window: G.Box, region: np.ndarray, mask: np.ndarray,
-               label_id: int) -> None:
-        """Set ``mask`` (of ``window``) to ``label_id`` in ``plane``, remembering the old values."""
-        commit.writes.append(_Write(plane, window, region.copy()))
-        region = region.copy()
-        region[mask] = label_id
-        self._store(plane, window, region)
+    def _fresh_id(self) -> int:
+        label_id = self.next_id
+        if label_id > np.iinfo(self.labels.dtype).max:
+            raise ValueError(f"label id {label_id} does not fit the labels' dtype {self.labels.dtype}")
+        return label_id
+
+    def _paint(self, commit: _Commit, plane, window: G.Box, mask: np.ndarray, label_id: int,
+               also_over: Sequence[int] = ()) -> np.ndarray | None:
+        """:func:`paint` with this session's overwrite setting, remembered in ``commit`` for undo
+        and carried into the pyramid; the mask written, or None when nothing was."""
+        painted = paint(self.labels, plane, window, mask, label_id, self.overwrite, also_over)
+        if painted is None:
+            return None
+        before, after, written = painted
+        commit.writes.append(_Write(plane, window, before))
+        self._sync_pyramid(plane, window, after)
+        return written
 
     def _store(self, plane, window: G.Box, region: np.ndarray) -> None:
         self.labels[(*plane, *window.slices())] = region
+        self._sync_pyramid(plane, window, region)
+
+    def _sync_pyramid(self, plane, window: G.Box, region: np.ndarray) -> None:
         for level in self.pyramid:
             # nearest-neighbour levels: level[i, j] = labels[floor(i * fy), floor(j * fx)]
             (h, w), (lh, lw) = self.labels.shape[-2:], level.shape[-2:]
@@ -454,10 +454,10 @@ class AnnotationSession:
                         result.stopped[direction] = reason
                         break
                     step_window, mask, iou = found
-                    region = self._read(step_plane, step_window)
-                    if not self.overwrite:
-                        mask = mask & ((region == 0) | (region == label_id))
-                    self._write(commit, step_plane, step_window, region, mask, label_id)
+                    mask = self._paint(commit, step_plane, step_window, mask, label_id, also_over=(label_id,))
+                    if mask is None:
+                        result.stopped[direction] = "the object is covered by other labels"
+                        break
                     step = PropagationStep(step_plane, iou, int(mask.sum()))
                     result.steps.append(step)
                     previous = (step_window, mask)
@@ -501,6 +501,25 @@ class AnnotationSession:
         if not 1 / max_area_ratio <= area / area_before <= max_area_ratio:
             return None, f"area changed {area / area_before:.2f}x"
         return (found, mask, iou), None
+
+
+def paint(labels, plane: tuple[int, ...], window: G.Box, mask: np.ndarray, label_id: int,
+          overwrite: bool = False, also_over: Sequence[int] = ()
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Write ``mask`` (of ``window`` in ``plane``) into ``labels`` as ``label_id`` under the
+    preserve rule: unless ``overwrite``, only background (0) and the ids ``also_over`` change.
+    Returns the window before and after and the mask written, or None when no pixel is left
+    to write (then nothing is written)."""
+    index = (*plane, *window.slices())
+    before = np.array(labels[index])
+    if not overwrite:
+        mask = mask & np.isin(before, (0, *also_over))
+    if not mask.any():
+        return None
+    after = before.copy()
+    after[mask] = label_id
+    labels[index] = after
+    return before, after, mask
 
 
 def _level_indices(first: int, last: int, factor: float, size: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import guidance as G
-from .annotation import largest_label, plane_of
+from .annotation import largest_label, paint, plane_of
 
 _X0 = ("x0", "xmin", "x_min", "left")
 _Y0 = ("y0", "ymin", "y_min", "top")
@@ -195,14 +195,9 @@ def write_boxes(labels, prompts: Sequence[BoxPrompt], results: dict[int, tuple[G
         label_id = int(prompts[i].label_id) if prompts[i].label_id is not None else next_id
         if label_id > np.iinfo(labels.dtype).max:
             raise ValueError(f"label id {label_id} does not fit the labels' dtype {labels.dtype}")
-        index = (*plane, *window.slices())
-        region = np.array(labels[index])
-        mask = mask & (region == 0)
-        if not mask.any():
+        if paint(labels, plane, window, mask, label_id) is None:
             report.empty.append(prompts[i].source)
             continue
-        region[mask] = label_id
-        labels[index] = region
         report.written += 1
         next_id = max(next_id, label_id + 1)
     return report
