@@ -168,3 +168,14 @@ def test_a_zarr_image_stack_is_read_plane_by_plane():
     assert s.propagate().planes == [(4,), (5,), (6,), (2,), (1,), (0,)]
     for z in range(7):
         assert np.array_equal(labels[z] != 0, truth[z])
+
+
+def test_propagation_stops_where_other_labels_cover_the_object():
+    stack, truth = moving_disc_stack()
+    labels = np.zeros(stack.shape, np.uint16)
+    labels[5][truth[5]] = 7                         # another object exactly where this one goes
+    s = AnnotationSession(ThresholdPredictor(), stack, labels)
+    committed_on(s, (3,), ((28, 41), (68, 83)), (48, 59))
+    result = s.propagate(directions=(1,))
+    assert result.planes == [(4,)] and result.stopped[1] == "the object is covered by other labels"
+    assert (labels[5][truth[5]] == 7).all() and not labels[6].any()
