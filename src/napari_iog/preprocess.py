@@ -96,6 +96,12 @@ def _robust_range(values: np.ndarray) -> tuple[float, float]:
     return low, high
 
 
+def scale_to_255(data: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``low..high`` -> float32 ``0..255``, clipped (napari's contrast limits as shown)."""
+    out = (data.astype(np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
+    return np.clip(out, 0, 255, out=out)
+
+
 def _select_channels(window: np.ndarray, layout: ImageLayout) -> np.ndarray:
     if layout.channels is None:
         return window
@@ -118,9 +124,7 @@ def to_rgb255(window: np.ndarray, layout: ImageLayout, value_range: tuple[float,
     if value_range is None:
         rgb = data.astype(np.float32)
     else:
-        low, high = value_range
-        rgb = (data.astype(np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
-        np.clip(rgb, 0, 255, out=rgb)
+        rgb = scale_to_255(data, *value_range)
     if rgb.ndim == 2:
         rgb = rgb[..., None]
     if rgb.shape[-1] == 1:
@@ -162,6 +166,5 @@ class ChannelStack:
             return ChannelStack([a[key] for a in self.arrays], self.contrast_limits)  # a plane, still lazy
         channels = []
         for array, (low, high) in zip(self.arrays, self.contrast_limits):
-            data = np.asarray(array[key], dtype=np.float32)
-            channels.append(np.clip((data - low) * np.float32(255.0 / (high - low)), 0, 255))
+            channels.append(scale_to_255(np.asarray(array[key]), low, high))
         return np.stack(channels, axis=-1)
