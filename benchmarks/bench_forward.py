@@ -61,7 +61,7 @@ def main() -> None:
     out = Path(__file__).parent / "results" / f"forward-{device.type}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(f"\n| network | parameters | median forward (s) |\n| --- | --- | --- |")
+    print("\n| network | parameters | median forward (s) |\n| --- | --- | --- |")
     for r in rows:
         print(f"| `{r['arch']}` | {r['params']:,} | {r['median_s']:.3f} |")
     print(f"\nwritten to {out}")

@@ -102,7 +102,7 @@ def main() -> None:
     out = Path(__file__).parent / "results" / f"train-{args.device.split(':')[0]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "rows": rows}, indent=1))
-    print(f"\n| architecture | backbone | batch | amp | steps/s | samples/s | peak memory (GiB) |")
+    print("\n| architecture | backbone | batch | amp | steps/s | samples/s | peak memory (GiB) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['arch']} | {'frozen' if r['frozen_backbone'] else 'trained'} | {r['batch_size']} | {r['amp']} | "

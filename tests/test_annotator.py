@@ -524,11 +524,11 @@ def test_drawn_boxes_are_segmented_and_committed_together(make_napari_viewer):
     image = np.zeros((80, 120, 3), np.uint8)
     image[10:30, 10:40] = 200
     image[40:70, 60:110] = 220
-    layer = viewer.add_image(image, scale=(2, 2), name="two")
+    viewer.add_image(image, scale=(2, 2), name="two")
     existing = viewer.add_labels(np.zeros((80, 120), np.uint32), scale=(2, 2), name="objects")
     existing.data[40:45, 60:110] = 5                            # someone's object on the second box
-    boxes = viewer.add_shapes([np.array([[8, 8], [32, 42]]) * 2, np.array([[38, 58], [72, 112]]) * 2],
-                              shape_type="rectangle", name="boxes")
+    viewer.add_shapes([np.array([[8, 8], [32, 42]]) * 2, np.array([[38, 58], [72, 112]]) * 2],
+                      shape_type="rectangle", name="boxes")
     dock, widget = viewer.window.add_plugin_dock_widget("napari-iog", "IOG annotator")
     widget.labels.value = "objects"
     widget.start(ThresholdPredictor())
