@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from . import __version__
+from .models.checkpoint import atomic_write
 
 ENCODINGS = ("rle", "polygon")
 TILE = 512
@@ -287,7 +288,7 @@ def write_coco(path: str | os.PathLike, labels, **options) -> Path:
     """Write :func:`labels_to_coco` as JSON (atomically: a crash leaves no half file)."""
     path = Path(path)
     data = labels_to_coco(labels, **options)
-    return _atomic_write(path, lambda f: json.dump(data, f), mode="w")
+    return atomic_write(path, lambda f: json.dump(data, f), mode="w")
 
 
 def read_coco(path: str | os.PathLike, dtype=np.uint32) -> np.ndarray:
@@ -308,7 +309,7 @@ def write_labels_tif(path: str | os.PathLike, labels) -> Path:
     if not np.issubdtype(np.dtype(labels.dtype), np.integer):
         raise ValueError(f"labels must be integers, got {labels.dtype}")
     if isinstance(labels, np.ndarray):
-        return _atomic_write(path, lambda f: tifffile.imwrite(f, labels, compression="zlib"))
+        return atomic_write(path, lambda f: tifffile.imwrite(f, labels, compression="zlib"))
     height, width = labels.shape[-2:]
 
     def tiles():
@@ -320,7 +321,7 @@ def write_labels_tif(path: str | os.PathLike, labels) -> Path:
                     tile[:block.shape[0], :block.shape[1]] = block
                     yield tile
 
-    return _atomic_write(path, lambda f: tifffile.imwrite(
+    return atomic_write(path, lambda f: tifffile.imwrite(
         f, tiles(), shape=tuple(labels.shape), dtype=labels.dtype, tile=(TILE, TILE), compression="zlib"))
 
 
@@ -347,16 +348,3 @@ def read_labels(path: str | os.PathLike, dtype=None) -> np.ndarray:
     if not np.issubdtype(labels.dtype, np.integer):
         raise LabelsFileError(f"{path.name} holds {labels.dtype} values, not integer labels")
     return labels.astype(dtype) if dtype is not None else labels
-
-
-def _atomic_write(path: Path, write, mode: str = "wb") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path

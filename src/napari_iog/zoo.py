@@ -148,12 +148,9 @@ def _recorded() -> dict[str, str]:
 def _record(filename: str, sha256: str) -> None:
     records = _recorded()
     records[filename] = sha256
-    folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(records, f, indent=1, sort_keys=True)
-    os.replace(tmp, folder / CHECKSUMS_FILE)
+    from .models.checkpoint import atomic_write
+
+    atomic_write(cache_dir() / CHECKSUMS_FILE, lambda f: json.dump(records, f, indent=1, sort_keys=True), mode="w")
 
 
 def expected_sha256(filename: str) -> str | None:

@@ -17,9 +17,9 @@ import datetime
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import nn
@@ -227,15 +227,16 @@ def save_model(model: nn.Module, path: str | os.PathLike, card: Mapping[str, Any
     return atomic_save(payload, path)
 
 
-def atomic_save(payload: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then rename: a crash or a kill
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], Any], mode: str = "wb") -> Path:
+    """``write(file)`` into a temporary file beside ``path``, then rename: a crash or a kill
     leaves the previous file whole, never half a file."""
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)     # reopened by name: some writers (tifffile) want a file with a path
     try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
+        with open(tmp, mode) as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -243,3 +244,8 @@ def atomic_save(payload: Any, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_save(payload: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` through :func:`atomic_write`."""
+    return atomic_write(path, lambda handle: torch.save(payload, handle))
