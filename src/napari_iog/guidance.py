@@ -107,6 +107,16 @@ def box_from_points(points: Sequence[Sequence[float]], shape: Sequence[int], wha
     return box
 
 
+def outline_box(points: np.ndarray, shape: Sequence[int]) -> Box:
+    """The pixels a drawn outline (e.g. a napari rectangle's vertices, (row, col)) encloses,
+    clipped to the image: vertices on pixel edges (r - 0.5) or on pixel centres (r) give the
+    same box."""
+    points = np.asarray(points, dtype=float)
+    r0, r1 = int(np.floor(points[:, 0].min() + 0.5)), int(np.ceil(points[:, 0].max() - 0.5))
+    c0, c1 = int(np.floor(points[:, 1].min() + 0.5)), int(np.ceil(points[:, 1].max() - 0.5))
+    return Box(max(r0, 0), max(c0, 0), min(r1, shape[0] - 1), min(c1, shape[1] - 1))
+
+
 def mask_box(mask: np.ndarray) -> Box | None:
     """The tight box of a boolean mask; None when it is empty."""
     rows = np.flatnonzero(mask.any(axis=1))

@@ -369,7 +369,6 @@ class Annotator:
             raise ValueError(f"layer {getattr(layer, 'name', layer)!r} is not a shapes layer")
         if len(layer.data) == 0:
             raise ValueError(f"shapes layer {layer.name!r} has no shapes: draw rectangles around the objects")
-        h, w = self.spatial_shape[-2:]
         leading = len(self.spatial_shape) - 2
         prompts = []
         for n, vertices in enumerate(layer.data):
@@ -380,11 +379,9 @@ class Annotator:
                 world = np.hstack([np.tile(here, (len(world), 1)), world])
             coords = np.array([self.image_layer.world_to_data(v) for v in world])
             plane = self._plane_of(coords[0, :leading]) if leading else ()
-            rows, cols = coords[:, -2], coords[:, -1]
-            r0, r1 = int(np.floor(rows.min() + 0.5)), int(np.ceil(rows.max() - 0.5))
-            c0, c1 = int(np.floor(cols.min() + 0.5)), int(np.ceil(cols.max() - 0.5))
-            r0, c0, r1, c1 = max(r0, 0), max(c0, 0), min(r1, h - 1), min(c1, w - 1)
-            prompts.append(BoxPrompt(((r0, c0), (r1, c1)), plane=plane, source=f"shape {n + 1} of {layer.name!r}"))
+            box = G.outline_box(coords[:, -2:], self.spatial_shape[-2:])
+            prompts.append(BoxPrompt(((box.r0, box.c0), (box.r1, box.c1)), plane=plane,
+                                     source=f"shape {n + 1} of {layer.name!r}"))
         return prompts
 
     def segment_boxes(self, shapes_layer: Shapes | str) -> list[int | None]:
