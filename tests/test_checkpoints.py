@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import stat
 from collections import OrderedDict
 
 import pytest
@@ -209,3 +210,13 @@ def test_random_bytes_are_not_a_checkpoint(tmp_path):
     path.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         load_model(path)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
+def test_written_files_get_the_users_usual_mode(tmp_path):
+    from napari_iog.models.checkpoint import atomic_write
+
+    path = atomic_write(tmp_path / "labels.json", lambda f: f.write("{}"), mode="w")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask

@@ -227,6 +227,12 @@ def save_model(model: nn.Module, path: str | os.PathLike, card: Mapping[str, Any
     return atomic_save(payload, path)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], Any], mode: str = "wb") -> Path:
     """``write(file)`` into a temporary file beside ``path``, then rename: a crash or a kill
     leaves the previous file whole, never half a file."""
@@ -239,6 +245,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], Any], mode: str 
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        # mkstemp makes the file private (0600); the user's file gets the usual umask mode.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
