@@ -6,7 +6,14 @@
 Data (``../shared/data``, or ``--data-root``): BSDS500 test regions (every region of one human
 map is an object), CVPPP A1 leaves and the ssTEM stack1 cell profiles (``--sstem-slices``,
 all 20 by default). Never GrabCut or Berkeley: they measure the result. A share of the images
-(``--val-fraction``) is held out for the validation curve.
+(``--val-fraction``) is held out for the validation curve. ``--synthetic N`` adds N scenes
+of random shapes and pasted objects made from the training images
+(:mod:`napari_iog.training.synthetic`): they teach a network started from random weights to
+follow the image's boundaries rather than fill the box.
+
+``--init``: start from an earlier run's checkpoint instead (a second stage: a new warm-up and
+cosine schedule over ``--steps``); this is how the shipped CPU-trained default was made, see
+``src/napari_iog/weights/README.md``.
 
 ``--imagenet``: a torchvision ImageNet state_dict of the trunk (resnet18/34/50/101); the two
 guidance channels of ``conv1`` start at zero, as in the published recipe. Without it the
@@ -33,6 +40,7 @@ from napari_iog import evaluation as E
 from napari_iog.models import build_model, load_imagenet_weights, load_model, save_model
 from napari_iog.predictor import IOGPredictor
 from napari_iog.training import TrainConfig, bsds_pairs, cvppp_pairs, split_pairs, sstem_pairs, train
+from napari_iog.training.synthetic import synthetic_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -83,11 +91,16 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--arch", default="iog-resnet18")
     parser.add_argument("--imagenet", type=Path, default=None, help="torchvision ImageNet weights of the trunk")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from this checkpoint (an earlier stage) instead of --arch/--imagenet")
+    parser.add_argument("--synthetic", type=int, default=0,
+                        help="add this many synthetic scenes made from the training images (0)")
     parser.add_argument("--sets", default="bsds,cvppp,sstem")
     parser.add_argument("--sstem-slices", default="0-19", help="e.g. 0-9 keeps 10-19 for the propagation benchmark")
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--warmup-steps", type=int, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", default="auto")
     parser.add_argument("--workers", type=int, default=4)
@@ -95,6 +108,8 @@ def main(argv=None) -> int:
     parser.add_argument("--val-every", type=int, default=1000)
     parser.add_argument("--checkpoint-every", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split-seed", type=int, default=None,
+                        help="seed of the held-out split (default --seed); keep it across stages")
     parser.add_argument("--half", action="store_true", help="store float16 weights (half the file)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--max-clicks", type=int, default=20)
@@ -106,15 +121,22 @@ def main(argv=None) -> int:
     slices = list(range(int(first), int(last or first) + 1))
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     pairs = training_pairs(args.data_root, slices, sets)
-    train_pairs, val_pairs, how = split_pairs(pairs, args.val_fraction, args.seed)
-    print(f"{len(train_pairs)} training images, {len(val_pairs)} held out ({how})", file=sys.stderr)
+    train_pairs, val_pairs, how = split_pairs(
+        pairs, args.val_fraction, args.seed if args.split_seed is None else args.split_seed)
+    if args.synthetic:
+        train_pairs = train_pairs + synthetic_pairs(train_pairs, args.synthetic, seed=args.seed)
+    print(f"{len(train_pairs)} training images ({args.synthetic} synthetic), {len(val_pairs)} held out ({how})",
+          file=sys.stderr)
     stop = {"asked": False}
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *a: stop.__setitem__("asked", True))
     with tempfile.TemporaryDirectory() as tmp:
-        base = base_checkpoint(args.arch, args.imagenet, Path(tmp), args.seed)
+        if args.init is not None:
+            base = args.init
+        else:
+            base = base_checkpoint(args.arch, args.imagenet, Path(tmp), args.seed)
         config = TrainConfig(base=str(base), out=str(args.out), steps=args.steps, batch_size=args.batch_size,
-                             lr=args.lr, device=args.device, amp=args.amp, workers=args.workers,
+                             lr=args.lr, warmup_steps=args.warmup_steps, device=args.device, amp=args.amp, workers=args.workers,
                              val_every=args.val_every, checkpoint_every=args.checkpoint_every,
                              val_objects=200, seed=args.seed, freeze_bn=False, resume=args.resume,
                              half=args.half)
@@ -132,7 +154,8 @@ def main(argv=None) -> int:
                                                ("sstem_vnc", "sstem")) if s in sets],
         "licence_note": "weights trained on research-use data and on CC BY-NC-SA 3.0 data (ssTEM): "
                         "non-commercial use",
-        "evaluation": results, "imagenet_init": bool(args.imagenet), "status": summary["status"],
+        "evaluation": results, "imagenet_init": bool(args.imagenet),
+        "init": args.init.name if args.init is not None else card.get("init", "random"), "status": summary["status"],
     })
     save_model(model, args.out, card, half=args.half)
     print(json.dumps({"out": str(args.out), "status": summary["status"], "evaluation": results}, indent=1))
