@@ -318,6 +318,29 @@ def test_shortcuts_do_not_clash_with_napari():
                 assert any(kind in command for kind in ("polygon", "shape")), (binding, command)
 
 
+def test_the_widget_segments_out_of_the_box_with_the_bundled_model(make_napari_viewer, tmp_path, qtbot,
+                                                                   monkeypatch):
+    """A new user: no weights downloaded, nothing chosen; Start, three clicks, commit."""
+    from napari_iog import zoo
+
+    monkeypatch.setenv("NAPARI_IOG_CACHE", str(tmp_path / "empty-cache"))
+    viewer = make_napari_viewer()
+    image, truth = synthetic_scene()
+    viewer.add_image(image, name="scene")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-iog", "IOG annotator")
+    assert widget.model.value == zoo.DEFAULT_MODEL
+    widget.device.value = "cpu"
+    widget.start()
+    qtbot.waitUntil(lambda: widget._loading is None, timeout=60000)
+    ann = widget.annotator
+    assert ann is not None and "napari-iog default" in widget.status.value
+    three_clicks(ann)
+    widget.commit_button.clicked.emit()
+    labels = ann.labels_layer.data
+    assert (labels == 1).sum() > 0
+    assert ((labels == 1) & truth).sum() / ((labels == 1) | truth).sum() > 0.85
+
+
 def test_widget_from_the_plugin_menu_annotates(make_napari_viewer, predictor, tmp_path, qtbot, monkeypatch):
     from napari.utils.notifications import notification_manager
 

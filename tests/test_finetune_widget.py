@@ -31,6 +31,9 @@ def annotated_viewer(make_napari_viewer):
 
 
 def configure(widget, base, out, steps):
+    from napari_iog import zoo
+
+    assert widget.base.value == zoo.DEFAULT_MODEL     # fine-tuning starts from the bundled model
     widget.base.value = FROM_FILE
     widget.base_file.value = base
     widget.out.value = out

@@ -1,9 +1,11 @@
 """``napari-iog``: the command line (also ``python -m napari_iog``).
 
     napari-iog weights list | fetch NAME | verify PATH_OR_NAME
-    napari-iog evaluate --dataset grabcut --model iog-pascal-sbd [--model box ...]
-    napari-iog train --images DIR --labels DIR --base MODEL --out PATH [--steps N ...]
-    napari-iog predict IMAGE --boxes boxes.csv|coco.json --model MODEL --out labels.tif|objects.json
+    napari-iog evaluate --dataset grabcut [--model iog-pascal-sbd --model box ...]
+    napari-iog train --images DIR --labels DIR --out PATH [--base MODEL --steps N ...]
+    napari-iog predict IMAGE --boxes boxes.csv|coco.json --out labels.tif|objects.json [--model MODEL]
+
+Without ``--model`` (``--base``), the model that ships with the package is used.
     napari-iog export LABELS --out objects.json|labels.tif [--polygons]
 """
 
@@ -18,6 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from . import zoo
 
 
 class ProgressBar:
@@ -47,12 +51,10 @@ class ProgressBar:
 
 
 def _weights(args) -> int:
-    from . import zoo
-
     if args.action == "list":
         print(f"cache: {zoo.cache_dir()}  (set {zoo.CACHE_ENV} to move it)")
         for row in zoo.list_weights():
-            mark = "present" if row["present"] else "missing"
+            mark = "bundled" if row["bundled"] else "present" if row["present"] else "missing"
             print(f"  {row['name']:28s} {row['arch']:22s} {mark:8s} {row['filename']}")
             print(f"  {'':28s} trained on {row['trained_on']}; {row['source']}")
         return 0
@@ -96,7 +98,7 @@ def _evaluate(args) -> int:
     out = Path(args.out)
     summaries = {}
     dataset_tag = Path(str(args.dataset)).name
-    for spec in args.model:
+    for spec in args.model or [zoo.DEFAULT_MODEL]:
         method = _method(spec, args.device)
         bar = ProgressBar(len(instances), f"{method.name} on {dataset_tag}")
         result = E.evaluate(method, instances, args.max_clicks,
@@ -320,8 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="simulated-user evaluation (mIoU@k, NoC@85/90)")
     evaluate.add_argument("--dataset", required=True,
                           help="grabcut, berkeley, or a folder (GrabCut/Berkeley layout or images/ + labels/)")
-    evaluate.add_argument("--model", action="append", required=True,
-                          help="a zoo name, a checkpoint path, 'box' or 'grabcut'; repeat to compare")
+    evaluate.add_argument("--model", action="append", default=None,
+                          help="a zoo name, a checkpoint path, 'box' or 'grabcut'; repeat to compare "
+                               f"(default: {zoo.DEFAULT_MODEL}, the model that ships with napari-iog)")
     evaluate.add_argument("--data-root", default=None, help="where grabcut/ and berkeley/ are (../shared/data)")
     evaluate.add_argument("--max-clicks", type=int, default=20)
     evaluate.add_argument("--limit", type=int, default=0, help="only the first N objects")
@@ -343,9 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--val-fraction", type=float, default=0.2, help="images held out for validation (0.2)")
     data.add_argument("--val-objects", type=int, default=200, help="at most this many validation objects (200)")
     data.add_argument("--min-area", type=int, default=64, help="skip objects smaller than this, in pixels (64)")
-    train.add_argument("--base", required=True,
+    train.add_argument("--base", default=zoo.DEFAULT_MODEL,
                        help="model to start from: a zoo name, a checkpoint path, or an architecture "
-                            "(iog-resnet18, iog-refine-resnet101 ...) for random weights")
+                            "(iog-resnet18, iog-refine-resnet101 ...) for random weights "
+                            f"(default: {zoo.DEFAULT_MODEL})")
     train.add_argument("--out", required=True, help="checkpoint to write (and PATH.state.pt to resume from)")
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
@@ -376,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--boxes", required=True,
                          help="CSV with x0,y0,x1,y1[,x,y][,plane][,label] (pixels, inclusive), or a COCO .json "
                               "with bbox [x, y, w, h]")
-    predict.add_argument("--model", required=True, help="a zoo name or a checkpoint path")
+    predict.add_argument("--model", default=zoo.DEFAULT_MODEL,
+                         help=f"a zoo name or a checkpoint path (default: {zoo.DEFAULT_MODEL})")
     predict.add_argument("--out", required=True, help="labels.tif or objects.json (COCO)")
     predict.add_argument("--polygons", action="store_true", help="COCO polygons instead of RLE")
     predict.add_argument("--device", default="auto")

@@ -92,7 +92,8 @@ class IOGPredictor:
 
     Args:
         model: a zoo name (``napari-iog weights list``), a checkpoint path (the authors'
-            file or ours) or a loaded network.
+            file or ours) or a loaded network; None (the default) is the model that ships with
+            the package (``zoo.DEFAULT_MODEL``).
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         precision: ``"auto"`` uses bf16/fp16 autocast with channels_last where the hardware
             runs it fast (CUDA; CPUs with AMX or AVX512-BF16), after checking at warm-up that
@@ -101,11 +102,10 @@ class IOGPredictor:
         warmup: run one forward pass now so that the first click is not slow.
     """
 
-    def __init__(self, model: Any, device: str | torch.device = "auto", precision: str = "auto",
+    def __init__(self, model: Any = None, device: str | torch.device = "auto", precision: str = "auto",
                  threshold: float | None = None, warmup: bool = True, cache_size: int = 8):
         if model is None:
-            raise ValueError("no model given: pass a checkpoint path (e.g. IOG_PASCAL_SBD.pth) "
-                             "or a network from napari_iog.load_model")
+            model = zoo.DEFAULT_MODEL
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.device = resolve_device(device)

@@ -7,6 +7,10 @@
 A file in the cache directory (``NAPARI_IOG_CACHE`` or the platform's cache folder), placed
 there by hand or downloaded, is used as it is, offline, and never downloaded again. A path
 always works in place of a name.
+
+One model ships inside the package (``DEFAULT_MODEL``, in ``napari_iog/weights/`` with its
+model card): it is what the predictor, the annotator and the CLI use when no model is named,
+so the plugin segments the moment it is installed, with nothing to download.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from pathlib import Path
 
 CACHE_ENV = "NAPARI_IOG_CACHE"
 CHECKSUMS_FILE = "checksums.json"   # sha256 recorded the first time a file is verified
+BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_MODEL = "napari-iog-default"
+DEFAULT_SHA256 = "8a43675576c645e31567860081c44de4ad2e0fb40ff4462b48c10742a53b4add"
 
 
 class UnknownModelError(ValueError):
@@ -49,9 +56,12 @@ class WeightsEntry:
     url: str | None = None          # a direct download URL, when one exists
     drive_id: str | None = None     # Google Drive file id (no direct download)
     sha256: str | None = None       # None: not known; recorded on first verification
+    bundled: bool = False           # ships inside the package (BUNDLED_DIR), never downloaded
 
     @property
     def source(self) -> str:
+        if self.bundled:
+            return "bundled with napari-iog"
         if self.url:
             return self.url
         if self.drive_id:
@@ -63,6 +73,12 @@ _IOG_HOME = "https://github.com/shiyinzhang/Inside-Outside-Guidance"
 _IOG_LICENCE = "MIT (code); weights released by the IOG authors for research; trained on PASCAL VOC/SBD"
 
 WEIGHTS: dict[str, WeightsEntry] = {e.name: e for e in (
+    WeightsEntry(DEFAULT_MODEL, "napari-iog-default.pt", "iog-resnet18",
+                 "BSDS500 test regions, CVPPP A1 leaves, ssTEM slices 0-9 (no ImageNet start)",
+                 "weights: non-commercial research use (BSDS500 and CVPPP research terms, ssTEM "
+                 "CC BY-NC-SA 3.0); see napari_iog/weights/README.md",
+                 "https://github.com/napari-iog/napari-iog/blob/main/src/napari_iog/weights/README.md",
+                 sha256=DEFAULT_SHA256, bundled=True),
     WeightsEntry("iog-pascal-sbd", "IOG_PASCAL_SBD.pth", "iog-resnet101", "PASCAL VOC + SBD",
                  _IOG_LICENCE, _IOG_HOME, drive_id="1Lm1hhMhhjjnNwO4Pf7SC6tXLayH2iH0l"),
     WeightsEntry("iog-pascal", "IOG_PASCAL.pth", "iog-resnet101", "PASCAL VOC",
@@ -89,7 +105,8 @@ def cache_dir() -> Path:
 
 
 def local_path(name: str) -> Path:
-    return cache_dir() / WEIGHTS[name].filename
+    entry = WEIGHTS[name]
+    return (BUNDLED_DIR if entry.bundled else cache_dir()) / entry.filename
 
 
 def list_weights() -> list[dict]:
@@ -121,6 +138,9 @@ def resolve(model: str | os.PathLike) -> Path:
         if target.is_file():
             return target
         entry = WEIGHTS[name]
+        if entry.bundled:
+            raise FileNotFoundError(f"{name} should ship with napari-iog but {target} is missing: "
+                                    "reinstall the package (pip install --force-reinstall napari-iog)")
         hint = (f"run `napari-iog weights fetch {name}`" if entry.url else manual_instructions(entry))
         raise FileNotFoundError(f"{name} is not in the cache ({target}): {hint}")
     if path.suffix or os.sep in name or "/" in name:
@@ -175,6 +195,8 @@ def fetch(name: str, progress: Callable[[int, int | None], None] | None = None, 
     target = local_path(name)
     if target.is_file():
         return target
+    if entry.bundled:
+        return resolve(name)        # raises: the package lost its own file
     if not entry.url:
         raise ManualDownloadRequired(manual_instructions(entry))
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -71,7 +71,8 @@ class Annotator:
         viewer: the napari viewer (``napari.Viewer`` or a ``ViewerModel``).
         image_layer: an image layer or its name; default: the selected image layer, or the
             only one.
-        model: an :class:`~napari_iog.IOGPredictor`, a network, or a checkpoint path.
+        model: an :class:`~napari_iog.IOGPredictor`, a network, a zoo name or a checkpoint path;
+            None: the bundled default model.
         device, precision: passed to :class:`~napari_iog.IOGPredictor` when ``model`` is not
             a predictor.
         labels_layer: a labels layer or its name; default: a new one named

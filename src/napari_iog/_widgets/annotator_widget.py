@@ -136,11 +136,13 @@ class AnnotatorWidget(Container):
 
     @staticmethod
     def _model_choices(_=None) -> list[tuple[str, str]]:
+        # The bundled default comes first, so a new user can start without choosing anything.
         rows = zoo.list_weights()
-        present = [(f"{r['name']} ({r['arch']})", r["name"]) for r in rows if r["present"]]
+        present = [(f"{r['name']} ({r['arch']}{', bundled' if r['bundled'] else ''})", r["name"])
+                   for r in rows if r["present"]]
         missing = [(f"{r['name']} (not downloaded: napari-iog weights fetch {r['name']})", r["name"])
                    for r in rows if not r["present"]]
-        return [(FROM_FILE, FROM_FILE)] + present + missing
+        return present + [(FROM_FILE, FROM_FILE)] + missing
 
     # --- actions --------------------------------------------------------------------------------
 

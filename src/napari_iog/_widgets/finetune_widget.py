@@ -189,10 +189,11 @@ class FineTuneWidget(Container):
 
     @staticmethod
     def _base_choices(_=None) -> list[tuple[str, str]]:
-        present = [(f"{r['name']} ({r['arch']})", r["name"]) for r in zoo.list_weights() if r["present"]]
+        present = [(f"{r['name']} ({r['arch']}{', bundled' if r['bundled'] else ''})", r["name"])
+                   for r in zoo.list_weights() if r["present"]]
         scratch = [(f"{arch} (random weights: train from scratch)", arch) for arch in ARCHITECTURES
                    if arch.startswith("iog")]
-        return [(FROM_FILE, FROM_FILE)] + present + scratch
+        return present + [(FROM_FILE, FROM_FILE)] + scratch
 
     def _show_source(self, _=None) -> None:
         folders = self.labels.value == FROM_FOLDERS
