@@ -1,7 +1,7 @@
 """Per-click latency of IOGPredictor, end to end (numpy image in, mask out), on this machine.
 
     python3 benchmarks/bench_predictor.py [--device cpu] [--threads 2] [--objects 8]
-                                          [--weights IOG_PASCAL_SBD.pth] [--arch NAME ...]
+                                          [--weights IOG_PASCAL_SBD.pth] [--arch NAME ...] [--out FILE]
 
 For each network it measures, on the same images and clicks:
   * reference: the authors' protocol (OpenCV crop/resize/maps/paste, tests/opencv_protocol.py)
@@ -150,6 +150,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--objects", type=int, default=8)
     parser.add_argument("--weights", default=None, help="a checkpoint to use instead of calibrated random weights")
+    parser.add_argument("--out", default=None, help="the JSON to write (benchmarks/results/predictor-DEVICE.json)")
     parser.add_argument("--arch", nargs="*", default=["iog-resnet101", "iog-refine-resnet101", "iog-resnet50",
                                                       "iog-resnet34", "iog-resnet18"])
     args = parser.parse_args()
@@ -164,7 +165,7 @@ def main() -> None:
     result = {"device": str(device), "threads": args.threads, "torch": torch.__version__,
               "machine": platform.machine(), "objects": source,
               "weights": args.weights or "random, BatchNorm calibrated on synthetic inputs", "rows": rows}
-    out = ROOT / "benchmarks" / "results" / f"predictor-{device.type}.json"
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"predictor-{device.type}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"\nobjects: {source}; device {device}, {args.threads} threads, torch {torch.__version__}\n")
