@@ -8,6 +8,7 @@ from test_training import shapes_scene
 
 napari = pytest.importorskip("napari")
 
+from napari_iog import zoo  # noqa: E402
 from napari_iog._widgets.annotator_widget import AnnotatorWidget  # noqa: E402
 from napari_iog._widgets.finetune_widget import FROM_FILE, FineTuneWidget  # noqa: E402
 from napari_iog.models import build_model, load_model, save_model  # noqa: E402
@@ -31,9 +32,6 @@ def annotated_viewer(make_napari_viewer):
 
 
 def configure(widget, base, out, steps):
-    from napari_iog import zoo
-
-    assert widget.base.value == zoo.DEFAULT_MODEL     # fine-tuning starts from the bundled model
     widget.base.value = FROM_FILE
     widget.base_file.value = base
     widget.out.value = out
@@ -50,6 +48,7 @@ def test_fine_tune_from_layers_and_use_the_model(make_napari_viewer, tiny_model,
     dock, widget = viewer.window.add_plugin_dock_widget("napari-iog", "IOG fine-tune")
     assert isinstance(widget, FineTuneWidget)
     assert widget.image.value == "cells" and widget.labels.value == "cells labels"
+    assert widget.base.value == zoo.DEFAULT_MODEL     # fine-tuning starts from the bundled model
     out = tmp_path / "tuned.pt"
     configure(widget, tiny_model, out, steps=3)
     widget.val_fraction.value = 0.5
