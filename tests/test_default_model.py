@@ -7,6 +7,7 @@ import tifffile
 from conftest import synthetic_scene
 from napari_iog import IOGPredictor, zoo
 from napari_iog.cli import main as cli
+from napari_iog.evaluation import iou
 from napari_iog.models.checkpoint import read_checkpoint
 
 
@@ -19,10 +20,6 @@ def empty_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def default_predictor():
     return IOGPredictor(device="cpu", precision="float32")
-
-
-def iou(a, b):
-    return (a & b).sum() / (a | b).sum()
 
 
 def test_the_default_model_ships_whole_with_its_card(empty_cache):

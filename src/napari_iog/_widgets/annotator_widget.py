@@ -27,6 +27,12 @@ HOW_TO = (
 )
 
 
+def present_model_choices() -> list[tuple[str, str]]:
+    """(label, zoo name) of the models at hand, the bundled default first (the zoo's order)."""
+    return [(f"{r['name']} ({r['arch']}{', bundled' if r['bundled'] else ''})", r["name"])
+            for r in zoo.list_weights() if r["present"]]
+
+
 def available_devices() -> list[str]:
     devices = ["auto", "cpu"]
     if torch.cuda.is_available():
@@ -137,12 +143,9 @@ class AnnotatorWidget(Container):
     @staticmethod
     def _model_choices(_=None) -> list[tuple[str, str]]:
         # The bundled default comes first, so a new user can start without choosing anything.
-        rows = zoo.list_weights()
-        present = [(f"{r['name']} ({r['arch']}{', bundled' if r['bundled'] else ''})", r["name"])
-                   for r in rows if r["present"]]
         missing = [(f"{r['name']} (not downloaded: napari-iog weights fetch {r['name']})", r["name"])
-                   for r in rows if not r["present"]]
-        return present + [(FROM_FILE, FROM_FILE)] + missing
+                   for r in zoo.list_weights() if not r["present"]]
+        return present_model_choices() + [(FROM_FILE, FROM_FILE)] + missing
 
     # --- actions --------------------------------------------------------------------------------
 

@@ -28,7 +28,8 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from .. import zoo
 from ..models import ARCHITECTURES
-from .annotator_widget import FROM_FILE, available_devices, image_layer_names, labels_layer_names
+from .annotator_widget import (FROM_FILE, available_devices, image_layer_names, labels_layer_names,
+                               present_model_choices)
 
 FROM_FOLDERS = "(the folders below)"
 CANCELLED_EXIT = 3
@@ -189,11 +190,9 @@ class FineTuneWidget(Container):
 
     @staticmethod
     def _base_choices(_=None) -> list[tuple[str, str]]:
-        present = [(f"{r['name']} ({r['arch']}{', bundled' if r['bundled'] else ''})", r["name"])
-                   for r in zoo.list_weights() if r["present"]]
         scratch = [(f"{arch} (random weights: train from scratch)", arch) for arch in ARCHITECTURES
                    if arch.startswith("iog")]
-        return present + [(FROM_FILE, FROM_FILE)] + scratch
+        return present_model_choices() + [(FROM_FILE, FROM_FILE)] + scratch
 
     def _show_source(self, _=None) -> None:
         folders = self.labels.value == FROM_FOLDERS
