@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
+from torch import nn
 
 from napari_iog import guidance as G
 from napari_iog.models import build_model
@@ -91,3 +92,20 @@ class ThresholdPredictor(IOGPredictor):
 
     def predict_batch(self, image, prompts, **options):
         return [self.predict(image, **prompt, **options) for prompt in prompts]
+
+
+class GuidanceFollower(nn.Module):
+    """logit = (inside map - outside map) / 20 - 0.5, one fixed 1x1 convolution."""
+
+    arch = "iog-resnet18"   # it takes IOG's 5-channel input and returns IOG's output shape
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(5, 1, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([0, 0, 0, 1 / 20, -1 / 20]).view(1, 5, 1, 1))
+            self.conv.bias.fill_(-0.5)
+        self.card = {"name": "guidance follower (test)"}
+
+    def forward(self, x):
+        return self.conv(x)

@@ -10,10 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
-from conftest import ThresholdPredictor, synthetic_scene
+from conftest import GuidanceFollower, ThresholdPredictor, synthetic_scene
 
 napari = pytest.importorskip("napari")
 
@@ -28,23 +26,6 @@ pytestmark = pytest.mark.napari
 
 CORNERS = ((55, 65), (185, 235))
 INSIDE = (120, 150)
-
-
-class GuidanceFollower(nn.Module):
-    """logit = (inside map - outside map) / 20 - 0.5, one fixed 1x1 convolution."""
-
-    arch = "iog-resnet18"   # it takes IOG's 5-channel input and returns IOG's output shape
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(5, 1, 1)
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.tensor([0, 0, 0, 1 / 20, -1 / 20]).view(1, 5, 1, 1))
-            self.conv.bias.fill_(-0.5)
-        self.card = {"name": "guidance follower (test)"}
-
-    def forward(self, x):
-        return self.conv(x)
 
 
 @pytest.fixture(scope="module")

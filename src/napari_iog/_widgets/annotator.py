@@ -252,7 +252,7 @@ class Annotator:
         self.clicks_layer.mouse_drag_callbacks.insert(0, self._on_mouse_press)
         self.viewer.mouse_move_callbacks.append(self._on_mouse_move)
         for key, (action, _) in SHORTCUTS.items():
-            self.clicks_layer.bind_key(key, partial(self._on_key, action), overwrite=True)
+            self.clicks_layer.bind_key(key, self._key_handler(action), overwrite=True)
 
     def close(self, remove_layers: bool = True) -> None:
         """Stop listening to the viewer; remove the helper layers (not the labels)."""
@@ -617,8 +617,14 @@ class Annotator:
             self._draw()
             self.negative_changed.emit(self.negative)
 
-    def _on_key(self, action: str, layer=None) -> None:
-        self.act(action)
+    def _key_handler(self, action: str):
+        """A plain named function for ``bind_key``: napari 0.9 reads every binding's ``__name__``
+        on each key press, which a ``functools.partial`` lacks (every key then failed)."""
+        def handler(layer=None) -> None:
+            self.act(action)
+
+        handler.__name__ = handler.__qualname__ = f"iog_{action}"
+        return handler
 
     def _on_mouse_press(self, layer, event) -> None:
         self._modifier_negative = NEGATIVE_MODIFIER in event.modifiers
