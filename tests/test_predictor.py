@@ -5,6 +5,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scipy import ndimage
 
 import opencv_protocol as ref
 from conftest import synthetic_scene
@@ -24,7 +25,8 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def exact(calibrated_iog18):
-    return IOGPredictor(calibrated_iog18, device="cpu", precision="float32", warmup=False)
+    """The published protocol: the network's raw thresholded output, no clean-up."""
+    return IOGPredictor(calibrated_iog18, device="cpu", precision="float32", warmup=False, postprocess=False)
 
 
 @pytest.mark.parametrize("shape,corners,inside", CASES)
@@ -378,3 +380,42 @@ def test_warmup_falls_back_to_float32_when_the_fast_path_disagrees(calibrated_io
     corners, inside = ((55, 65), (185, 235)), (120, 150)
     assert np.array_equal(p.predict(scene[0], corners=corners, inside=inside).probability,
                           exact.predict(scene[0], corners=corners, inside=inside).probability)
+
+
+class StrayPieces(torch.nn.Module):
+    """A fixed 512-frame output: the object (a disc at the centre), a 1-px line along the frame's
+    edge (outside the clicked box, as crop-edge artefacts are) and a second blob inside the box."""
+
+    arch = "iog-resnet18"
+
+    def forward(self, x):
+        yy, xx = torch.meshgrid(torch.arange(512.0), torch.arange(512.0), indexing="ij")
+        disc = (yy - 256) ** 2 + (xx - 256) ** 2 < 90 ** 2
+        blob = (yy - 150) ** 2 + (xx - 420) ** 2 < 25 ** 2
+        edge = torch.zeros(512, 512, dtype=torch.bool)
+        edge[3, :] = edge[:, 3] = True
+        logit = torch.where(disc | blob | edge, 5.0, -5.0)
+        return logit.expand(x.shape[0], 1, 512, 512)
+
+
+def test_masks_keep_only_the_clicked_object_inside_the_box():
+    """The user said the object is in the box: stray lines outside it and pieces away from the
+    clicks are dropped; a positive click on a piece keeps it; postprocess=False is the raw output."""
+    image = np.full((300, 300, 3), 100, np.uint8)
+    corners, inside = ((60, 60), (240, 240)), (150, 150)
+    p = IOGPredictor(StrayPieces(), device="cpu", precision="float32", warmup=False)
+    res = p.predict(image, corners=corners, inside=inside)
+    box = np.zeros(image.shape[:2], bool)
+    box[60:241, 60:241] = True
+    assert res.mask.any() and not (res.mask & ~box).any()
+    assert ndimage.label(res.mask, structure=np.ones((3, 3)))[1] == 1 and res.mask[inside]
+    raw = p.predict(image, corners=corners, inside=inside, postprocess=False)
+    assert (raw.mask & ~box).sum() > 100                          # the crop-edge line
+    assert ndimage.label(raw.mask & box, structure=np.ones((3, 3)))[1] == 2
+    # the second blob's centre in image pixels: frame (150, 420) -> crop of 241 px from 30
+    blob = (round(30 + 150 * 240 / 511), round(30 + 420 * 240 / 511))
+    assert raw.mask[blob] and not res.mask[blob]
+    kept = p.predict(image, corners=corners, inside=inside, positive=[blob])
+    assert kept.mask[blob] and kept.mask[inside] and not (kept.mask & ~box).any()
+    off = IOGPredictor(StrayPieces(), device="cpu", precision="float32", warmup=False, postprocess=False)
+    np.testing.assert_array_equal(off.predict(image, corners=corners, inside=inside).mask, raw.mask)

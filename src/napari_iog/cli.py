@@ -77,7 +77,7 @@ def _weights(args) -> int:
     return 0
 
 
-def _method(spec: str, device: str):
+def _method(spec: str, device: str, postprocess: bool = False):
     from . import evaluation as E
 
     if spec == "box":
@@ -86,7 +86,8 @@ def _method(spec: str, device: str):
         return E.GrabCutBaseline()
     from .predictor import IOGPredictor
 
-    return E.IOGMethod(IOGPredictor(spec, device=device), name=Path(spec).stem if Path(spec).is_file() else spec)
+    return E.IOGMethod(IOGPredictor(spec, device=device), name=Path(spec).stem if Path(spec).is_file() else spec,
+                       postprocess=postprocess)
 
 
 def _evaluate(args) -> int:
@@ -99,7 +100,7 @@ def _evaluate(args) -> int:
     summaries = {}
     dataset_tag = Path(str(args.dataset)).name
     for spec in args.model or [zoo.DEFAULT_MODEL]:
-        method = _method(spec, args.device)
+        method = _method(spec, args.device, args.postprocess)
         bar = ProgressBar(len(instances), f"{method.name} on {dataset_tag}")
         result = E.evaluate(method, instances, args.max_clicks,
                             progress=lambda i, n, r: bar.update(i, f"IoU@3 {r['ious'][2]:.3f}"))
@@ -331,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--out", default="evaluation")
     evaluate.add_argument("--no-plot", action="store_true")
+    evaluate.add_argument("--postprocess", action="store_true",
+                          help="score the cleaned masks the annotator commits (only the clicked piece, inside "
+                               "the box) instead of the network's raw output, which the published figures score")
 
     train = sub.add_parser("train", help="train or fine-tune a model on your annotated images",
                            description="Train or fine-tune an IOG model. Ctrl+C (or SIGTERM) stops after the "

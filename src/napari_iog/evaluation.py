@@ -217,10 +217,14 @@ def next_click(prediction: np.ndarray, truth: np.ndarray,
 # --- methods ----------------------------------------------------------------------------------------
 
 class IOGMethod:
-    """An IOGPredictor under the simulated user (DEXTR models: the four extreme points)."""
+    """An IOGPredictor under the simulated user (DEXTR models: the four extreme points).
 
-    def __init__(self, predictor, name: str | None = None):
+    ``postprocess``: False (the default) scores the network's raw output as the published
+    protocol does, so figures compare with the papers'; True scores the cleaned mask a user gets."""
+
+    def __init__(self, predictor, name: str | None = None, postprocess: bool = False):
         self.predictor = predictor
+        self.postprocess = postprocess
         self.name = name or predictor.arch
         self.dextr = predictor.is_dextr
         self.first_click = 4 if self.dextr else 3
@@ -229,7 +233,8 @@ class IOGMethod:
         if self.dextr:
             return self.predictor.predict_extreme(image, clicks["extreme"]).mask
         return self.predictor.predict(image, corners=clicks["corners"], inside=clicks["inside"],
-                                      positive=clicks["positive"], negative=clicks["negative"]).mask
+                                      positive=clicks["positive"], negative=clicks["negative"],
+                                      postprocess=self.postprocess).mask
 
     def takes_corrections(self) -> bool:
         return not self.dextr

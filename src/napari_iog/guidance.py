@@ -288,3 +288,30 @@ def paste(crop_values: np.ndarray, crop: Box, shape: Sequence[int], dtype=np.flo
     window = crop.clip(shape)
     out[window.slices()] = crop_values[window.slices_within(crop)]
     return out
+
+
+def clean_mask(crop_mask: np.ndarray, crop: Box, box: Box, inside: Sequence[Sequence[int]],
+               positive: Sequence[Sequence[int]] = ()) -> np.ndarray:
+    """What the user told the network, applied to its mask (all points in image pixels).
+
+    The object lies in the clicked ``box``: pixels outside it go, except that a positive click
+    outside the box widens it to take that click in. Of what is left, the pieces (8-connected)
+    under an inside or positive click stay; if no click lies on the mask, the largest piece is
+    the object. Everything else (stray lines at the crop edge, specks on similar colours)
+    goes. Returns a new bool array of ``crop_mask``'s shape.
+    """
+    rows = [box.r0, box.r1, *(p[0] for p in positive)]
+    cols = [box.c0, box.c1, *(p[1] for p in positive)]
+    allowed = Box(min(rows), min(cols), max(rows), max(cols))     # within the crop: clicks are
+    kept = np.zeros(crop_mask.shape, bool)
+    region = allowed.slices_within(crop)
+    kept[region] = crop_mask[region]
+    parts, count = ndimage.label(kept, structure=np.ones((3, 3), bool))
+    if count <= 1:
+        return kept
+    seeds = {int(parts[r - crop.r0, c - crop.c0]) for r, c in (*inside, *positive)
+             if crop.contains((r, c))} - {0}
+    if not seeds:
+        seeds = {int(np.argmax(np.bincount(parts.ravel())[1:])) + 1}
+    return np.isin(parts, sorted(seeds))
+

@@ -43,10 +43,20 @@ class Prediction:
     threshold: float
     clicks: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+    #: keep only what the clicks say is the object (inside the box, the clicked pieces);
+    #: False: the raw thresholded output of the published protocol
+    postprocess: bool = True
+
+    @cached_property
+    def raw_crop_mask(self) -> np.ndarray:
+        return self.crop_probability > self.threshold
 
     @cached_property
     def crop_mask(self) -> np.ndarray:
-        return self.crop_probability > self.threshold
+        if not self.postprocess or "inside" not in self.clicks:
+            return self.raw_crop_mask
+        return G.clean_mask(self.raw_crop_mask, self.crop_box, self.box, self.clicks["inside"],
+                            self.clicks.get("positive", ()))
 
     @cached_property
     def probability(self) -> np.ndarray:
@@ -100,10 +110,14 @@ class IOGPredictor:
             it gives the same mask as float32 on a test input; ``"float32"`` is exact.
         threshold: probability above which a pixel is the object (0.5; DEXTR uses 0.8).
         warmup: run one forward pass now so that the first click is not slow.
+        postprocess: keep only the part of the mask inside the clicked box (widened by positive
+            clicks outside it) and connected to an inside or positive click; False gives the
+            raw output of the published protocol. ``predict(..., postprocess=...)`` overrides it.
     """
 
     def __init__(self, model: Any = None, device: str | torch.device = "auto", precision: str = "auto",
-                 threshold: float | None = None, warmup: bool = True, cache_size: int = 8):
+                 threshold: float | None = None, warmup: bool = True, cache_size: int = 8,
+                 postprocess: bool = True):
         if model is None:
             model = zoo.DEFAULT_MODEL
         if precision not in PRECISIONS:
@@ -119,6 +133,7 @@ class IOGPredictor:
         self.threshold = float(default if threshold is None else threshold)
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+        self.postprocess = bool(postprocess)
         self._features: OrderedDict[tuple, tuple] = OrderedDict()
         self._cache_size = cache_size
         self.precision = self._choose_precision(precision)
@@ -206,7 +221,7 @@ class IOGPredictor:
 
     def predict(self, image, corners: Sequence[Sequence[float]], inside, positive=(), negative=(),
                 *, threshold: float | None = None, channels: Sequence[int] | None = None,
-                contrast_limits: Sequence[float] | None = None) -> Prediction:
+                contrast_limits: Sequence[float] | None = None, postprocess: bool | None = None) -> Prediction:
         """Segment the object in the box spanned by ``corners`` with the ``inside`` click(s).
 
         ``positive``/``negative`` are correction clicks. All points are (row, col) in the
@@ -215,21 +230,22 @@ class IOGPredictor:
         """
         prompt = dict(corners=corners, inside=inside, positive=positive, negative=negative)
         return self._predict_many(image, [prompt], None, threshold, channels, contrast_limits,
-                                  use_cache=True)[0]
+                                  use_cache=True, postprocess=postprocess)[0]
 
     def predict_batch(self, image, prompts: Sequence[Mapping[str, Any]], *, batch_size: int | None = None,
                       threshold: float | None = None, channels: Sequence[int] | None = None,
-                      contrast_limits: Sequence[float] | None = None) -> list[Prediction]:
+                      contrast_limits: Sequence[float] | None = None,
+                      postprocess: bool | None = None) -> list[Prediction]:
         """Segment many objects of one image in batched forward passes.
 
         Each prompt is a mapping with ``corners`` and ``inside`` (and optionally ``positive``,
         ``negative``). Every prompt is checked before any network work starts.
         """
         return self._predict_many(image, prompts, batch_size, threshold, channels, contrast_limits,
-                                  use_cache=False)
+                                  use_cache=False, postprocess=postprocess)
 
     def _predict_many(self, image, prompts, batch_size, threshold, channels, contrast_limits,
-                      use_cache: bool) -> list[Prediction]:
+                      use_cache: bool, postprocess: bool | None = None) -> list[Prediction]:
         """``use_cache``: refinement models reuse an object's backbone features across clicks."""
         if self.is_dextr:
             raise ValueError(f"{self.arch} takes four extreme points: use predict_extreme")
@@ -256,7 +272,8 @@ class IOGPredictor:
         for p, logit in zip(prepared, logits):
             crop_probability = self._to_crop(logit, p["crop"])
             results.append(Prediction(crop_probability, p["crop"], p["box"], layout.shape, threshold,
-                                      p["clicks_used"]))
+                                      p["clicks_used"],
+                                      postprocess=self.postprocess if postprocess is None else bool(postprocess)))
         t_end = time.perf_counter()
         n = max(len(prepared), 1)
         for r, p in zip(results, prepared):
