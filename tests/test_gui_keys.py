@@ -4,12 +4,14 @@ keymap's contents were tested)."""
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from conftest import GuidanceFollower, synthetic_scene
+from conftest import GuidanceFollower, ThresholdPredictor, synthetic_scene
 
 napari = pytest.importorskip("napari")
 
-from gui_input import hold_key, mouse_click, press_key, release_key, show_all, world_of  # noqa: E402
+from gui_input import (canvas_position, canvas_widget, hold_key, mouse_click, press_key,  # noqa: E402
+                       release_key, show_all, world_of)
 
 from napari_iog import IOGPredictor  # noqa: E402
 from napari_iog._widgets.annotator import Annotator  # noqa: E402
@@ -109,3 +111,48 @@ def test_napari_keys_still_work_on_the_clicks_layer(annotator):
     assert ann.clicks_layer.mode == "pan_zoom"
     release_key(ann.viewer, "Space")
     assert ann.clicks_layer.mode == "add"
+
+
+def _colour_at(shot, viewer, layer, data_point):
+    pos = canvas_position(viewer, world_of(layer, data_point))
+    ratio = shot.shape[1] / canvas_widget(viewer).width()     # screenshots may be in device pixels
+    return shot[int(pos.y() * ratio), int(pos.x() * ratio), :3].astype(int)
+
+
+@pytest.mark.parametrize("colormap", ["default", "yellow for 1"])
+def test_the_object_in_progress_is_an_outline_unlike_committed_ones(make_napari_viewer, colormap):
+    """Committed objects are filled; the object in progress is only outlined, so it cannot be
+    mistaken for a committed one whatever colours the labels layer uses."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    viewer = make_napari_viewer()
+    image, _ = synthetic_scene()
+    yy, xx = np.indices(image.shape[:2])
+    image[(yy - 40) ** 2 + (xx - 40) ** 2 < 20 ** 2] = (230, 230, 230)     # a second bright object
+    ann = Annotator(viewer, viewer.add_image(image, name="scene"), ThresholdPredictor())
+    show_all(viewer)
+    if colormap != "default":
+        ann.labels_layer.colormap = DirectLabelColormap(color_dict={None: "transparent", 1: "yellow"})
+    ann.labels_layer.opacity = 1.0
+    click_object(ann, corners=((15, 15), (65, 65)), inside=(40, 40))
+    press_key(viewer, "Enter")
+    assert ann.labels_layer.data[40, 40] == 1
+    click_object(ann)                                      # the second object, in progress
+    assert ann.preview_layer.visible and ann.session.current.mask[INSIDE]
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    mask = ann.session.current.mask
+    depth = ndimage.distance_transform_edt(mask)
+    yy, xx = np.indices(mask.shape)
+    depth[(yy - INSIDE[0]) ** 2 + (xx - INSIDE[1]) ** 2 < 10 ** 2] = 0      # the click's marker
+    interior = np.unravel_index(np.argmax(depth), mask.shape)              # deep inside the object
+    assert depth[interior] >= 4
+    image_colour = _colour_at(shot, viewer, ann.image_layer, interior)
+    committed = _colour_at(shot, viewer, ann.image_layer, (40, 30))
+    expected_fill = (255 * ann.labels_layer.colormap.map(1)[:3]).astype(int)
+    assert np.abs(committed - expected_fill).max() <= 40                # filled
+    assert np.abs(image_colour - ann.image_layer.data[interior]).max() <= 40  # not filled: the image
+    edge = mask & ~ndimage.binary_erosion(mask)
+    rows, cols = np.nonzero(edge)
+    yellow = [np.abs(_colour_at(shot, viewer, ann.image_layer, (r, c)) - (255, 255, 0)).max() <= 60
+              for r, c in zip(rows[::15], cols[::15])]
+    assert np.mean(yellow) > 0.5                                         # its outline is drawn

@@ -6,8 +6,8 @@ It owns three helper layers beside the user's image and labels layers:
   positive, negative, extreme) is a feature and sets its colour;
 * ``IOG box`` (shapes, read-only): the box once two corners are set, and while the corners
   are being placed, a vertical and a horizontal guide line that follow the cursor;
-* ``IOG current object`` (labels): a translucent preview of the prediction, a layer only as
-  large as the crop the network saw, placed over the image.
+* ``IOG current object`` (labels): the prediction drawn as a yellow outline (committed objects
+  are filled), a layer only as large as the crop the network saw, placed over the image.
 
 All rules (roles, commit, preserve, undo) are :class:`~napari_iog.annotation.AnnotationSession`'s;
 this class converts coordinates (world <-> the image's data coordinates, here and nowhere
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from napari.layers import Image, Labels, Points, Shapes
+from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 
@@ -48,6 +49,8 @@ SHORTCUTS = {
     "N": ("toggle_negative", "switch correction clicks between positive and negative"),
 }
 NEGATIVE_MODIFIER = "Shift"   # Shift+click: a negative correction
+IN_PROGRESS_COLOUR = "yellow"  # the box and the outline of the object not yet committed
+PREVIEW_CONTOUR = 2            # px: the current object is drawn as an outline this thick
 
 
 def shortcuts_help() -> str:
@@ -233,11 +236,16 @@ class Annotator:
             face_color="role", face_color_cycle=ROLE_COLOURS, border_color="black", size=10,
             **self._transform())
         self.clicks_layer.feature_defaults = {"role": self.session.next_role()}
-        self.box_layer = Shapes(ndim=ndim, name="IOG box", edge_color="yellow", face_color="transparent",
+        self.box_layer = Shapes(ndim=ndim, name="IOG box", edge_color=IN_PROGRESS_COLOUR, face_color="transparent",
                                 edge_width=2, **self._transform())
         self.box_layer.locked = True    # read-only: it shows the clicks, it is not edited
+        # An outline in the box's colour, never a fill: committed objects are filled, in whatever
+        # colours the labels layer's colormap gives them, so the two cannot be mistaken.
         self.preview_layer = Labels(np.zeros((1,) * ndim, np.uint8), name="IOG current object",
-                                    opacity=0.5, scale=self.image_layer.scale, visible=False)
+                                    opacity=1.0, scale=self.image_layer.scale, visible=False,
+                                    colormap=DirectLabelColormap(color_dict={None: "transparent",
+                                                                             1: IN_PROGRESS_COLOUR}))
+        self.preview_layer.contour = PREVIEW_CONTOUR
         for layer in (self.preview_layer, self.box_layer, self.clicks_layer):
             self.viewer.add_layer(layer)
         self.viewer.layers.selection.active = self.clicks_layer
