@@ -67,10 +67,11 @@ def _weights(args) -> int:
 
         try:
             path = zoo.fetch(args.name, progress=progress)
-        except zoo.ManualDownloadRequired as err:
-            print(err)
+        except (zoo.ManualDownloadRequired, zoo.DownloadError) as err:
+            print(f"\nnapari-iog: {err}", file=sys.stderr)
             return 2
-        print(f"\n{args.name}: {path}")
+        bar.close()
+        print(f"{args.name}: {path}")
         return 0
     report = zoo.verify(args.name)
     print(json.dumps(report, indent=1))      # the card says what the weights were trained on

@@ -1,7 +1,7 @@
 """The model zoo: known checkpoints, one cache directory, verified downloads.
 
     napari-iog weights list            # which are known, which are here
-    napari-iog weights fetch NAME      # download (or say exactly what to download by hand)
+    napari-iog weights fetch NAME      # download it (direct links and Google Drive)
     napari-iog weights verify PATH     # load it, report its architecture and sha256
 
 A file in the cache directory (``NAPARI_IOG_CACHE`` or the platform's cache folder), placed
@@ -16,14 +16,18 @@ so the plugin segments the moment it is installed, with nothing to download.
 from __future__ import annotations
 
 import hashlib
+import http.cookiejar
 import json
 import os
 import sys
 import tempfile
+import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 
 CACHE_ENV = "NAPARI_IOG_CACHE"
@@ -31,6 +35,9 @@ CHECKSUMS_FILE = "checksums.json"   # sha256 recorded the first time a file is v
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = "napari-iog-default"
 DEFAULT_SHA256 = "8a43675576c645e31567860081c44de4ad2e0fb40ff4462b48c10742a53b4add"
+#: Google Drive's download endpoint; a large file first answers with a page whose form confirms
+#: the download (Drive cannot scan it for viruses), which :func:`_download_drive` submits.
+DRIVE_DOWNLOAD_URL = "https://drive.google.com/uc"
 
 
 class UnknownModelError(ValueError):
@@ -45,6 +52,10 @@ class DownloadError(RuntimeError):
     """A download that failed or did not verify; nothing was put in the cache."""
 
 
+class DownloadCancelled(DownloadError):
+    """The user stopped the download; nothing was put in the cache."""
+
+
 @dataclass(frozen=True)
 class WeightsEntry:
     name: str
@@ -54,8 +65,9 @@ class WeightsEntry:
     licence: str
     homepage: str
     url: str | None = None          # a direct download URL, when one exists
-    drive_id: str | None = None     # Google Drive file id (no direct download)
+    drive_id: str | None = None     # Google Drive file id
     sha256: str | None = None       # None: not known; recorded on first verification
+    size: int | None = None         # bytes, when known
     bundled: bool = False           # ships inside the package (BUNDLED_DIR), never downloaded
 
     @property
@@ -65,8 +77,12 @@ class WeightsEntry:
         if self.url:
             return self.url
         if self.drive_id:
-            return f"https://drive.google.com/uc?id={self.drive_id}"
+            return f"https://drive.google.com/file/d/{self.drive_id}"
         return self.homepage
+
+    @property
+    def downloadable(self) -> bool:
+        return bool(self.url or self.drive_id)
 
 
 _IOG_HOME = "https://github.com/shiyinzhang/Inside-Outside-Guidance"
@@ -80,7 +96,8 @@ WEIGHTS: dict[str, WeightsEntry] = {e.name: e for e in (
                  "https://github.com/napari-iog/napari-iog/blob/main/src/napari_iog/weights/README.md",
                  sha256=DEFAULT_SHA256, bundled=True),
     WeightsEntry("iog-pascal-sbd", "IOG_PASCAL_SBD.pth", "iog-resnet101", "PASCAL VOC + SBD",
-                 _IOG_LICENCE, _IOG_HOME, drive_id="1Lm1hhMhhjjnNwO4Pf7SC6tXLayH2iH0l"),
+                 _IOG_LICENCE, _IOG_HOME, drive_id="1Lm1hhMhhjjnNwO4Pf7SC6tXLayH2iH0l",
+                 sha256="f94ced1516f1d7587fcdbfc6b64c3908ca1e8bc706211f7996a784f71abf6313", size=209_133_432),
     WeightsEntry("iog-pascal", "IOG_PASCAL.pth", "iog-resnet101", "PASCAL VOC",
                  _IOG_LICENCE, _IOG_HOME, drive_id="1GLZIQlQ-3KUWaGTQ1g_InVcqesGfGcpW"),
     WeightsEntry("iog-pascal-sbd-refinement", "IOG_PASCAL_SBD_REFINEMENT.pth", "iog-refine-resnet101",
@@ -119,12 +136,17 @@ def list_weights() -> list[dict]:
 
 
 def manual_instructions(entry: WeightsEntry) -> str:
+    """How to put the file in place by hand (when a download cannot be made from here)."""
     target = local_path(entry.name)
     how = (f"open https://drive.google.com/file/d/{entry.drive_id}/view in a browser and download it"
            if entry.drive_id else f"download it from {entry.source}")
-    return (f"{entry.filename} ({entry.name}, {entry.arch}) is hosted on Google Drive, which allows no "
-            f"direct download.\n  1. {how};\n  2. save it as {target}\n     (or anywhere, and pass "
-            f"the file's path instead of the name).\nThe cache folder can be moved with {CACHE_ENV}.")
+    return (f"To get {entry.filename} ({entry.name}, {entry.arch}) by hand:\n  1. {how};\n  2. save it as "
+            f"{target}\n     (or anywhere, and pass the file's path instead of the name).\n"
+            f"The cache folder can be moved with {CACHE_ENV}.")
+
+
+def _zoo_names() -> str:
+    return ", ".join(WEIGHTS)
 
 
 def resolve(model: str | os.PathLike) -> Path:
@@ -141,11 +163,17 @@ def resolve(model: str | os.PathLike) -> Path:
         if entry.bundled:
             raise FileNotFoundError(f"{name} should ship with napari-iog but {target} is missing: "
                                     "reinstall the package (pip install --force-reinstall napari-iog)")
-        hint = (f"run `napari-iog weights fetch {name}`" if entry.url else manual_instructions(entry))
-        raise FileNotFoundError(f"{name} is not in the cache ({target}): {hint}")
+        raise FileNotFoundError(f"{name} is not downloaded yet: run `napari-iog weights fetch {name}` "
+                                f"(or 'Download' in the annotator); it is kept in {target.parent}")
+    named = next((e for e in WEIGHTS.values() if e.filename == path.name), None)
+    if named is not None:
+        raise FileNotFoundError(f"{path} does not exist. {path.name} is the zoo model {named.name!r}: run "
+                                f"`napari-iog weights fetch {named.name}`, then use the name {named.name!r} "
+                                "in place of the file")
     if path.suffix or os.sep in name or "/" in name:
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    raise UnknownModelError(f"unknown model {name!r}: known names are {', '.join(WEIGHTS)}, or give a "
+        raise FileNotFoundError(f"checkpoint not found: {path}. Give an existing file, or a zoo name: "
+                                f"{_zoo_names()}")
+    raise UnknownModelError(f"unknown model {name!r}: known names are {_zoo_names()}, or give a "
                             "checkpoint file's path")
 
 
@@ -180,34 +208,42 @@ def expected_sha256(filename: str) -> str | None:
     return _recorded().get(filename)
 
 
-def fetch(name: str, progress: Callable[[int, int | None], None] | None = None, timeout: float = 60) -> Path:
+def fetch(name: str, progress: Callable[[int, int | None], None] | None = None, timeout: float = 60,
+          cancel: threading.Event | None = None) -> Path:
     """Make ``name`` present in the cache and return its path.
 
-    A file already there is used as it is (no network). Otherwise the direct URL is downloaded
-    to a temporary file beside the target, checked (length, sha256 when known, loadable as the
+    A file already there is used as it is (no network). Otherwise it is downloaded (its direct
+    URL, or from Google Drive through the confirm page Drive shows for large files) to a
+    temporary file beside the target, checked (length, sha256 when known, loadable as the
     expected architecture) and renamed into place; on any failure nothing is left behind.
-    Files without a direct URL raise :class:`ManualDownloadRequired` with instructions.
-    ``progress(done_bytes, total_bytes_or_None)`` is called as bytes arrive.
+    ``progress(done_bytes, total_bytes_or_None)`` is called as bytes arrive; setting ``cancel``
+    stops the download with :class:`DownloadCancelled`.
     """
     if name not in WEIGHTS:
-        raise UnknownModelError(f"unknown model {name!r}: known names are {', '.join(WEIGHTS)}")
+        raise UnknownModelError(f"unknown model {name!r}: known names are {_zoo_names()}")
     entry = WEIGHTS[name]
     target = local_path(name)
     if target.is_file():
         return target
     if entry.bundled:
         return resolve(name)        # raises: the package lost its own file
-    if not entry.url:
+    if not entry.downloadable:
         raise ManualDownloadRequired(manual_instructions(entry))
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{entry.filename}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            digest = _download(entry.url, out, progress, timeout)
+            if entry.url:
+                digest, size = _download(entry.url, out, progress, timeout, cancel)
+            else:
+                digest, size = _download_drive(entry, out, progress, timeout, cancel)
+        if entry.size is not None and size != entry.size:
+            raise DownloadError(f"{entry.filename}: {size} bytes arrived, the published file has {entry.size}; "
+                                "it was not kept")
         want = expected_sha256(entry.filename)
         if want and digest != want:
-            raise DownloadError(f"{entry.url}: sha256 {digest} does not match the expected {want}; "
+            raise DownloadError(f"{entry.filename}: sha256 {digest} does not match the expected {want}; "
                                 "the file is corrupt or not the published one, and was not kept")
         _check_loadable(tmp, entry)
         os.replace(tmp, target)
@@ -218,14 +254,25 @@ def fetch(name: str, progress: Callable[[int, int | None], None] | None = None, 
     return target
 
 
-def _download(url: str, out, progress, timeout: float) -> str:
+def _opener() -> urllib.request.OpenerDirector:
+    # Drive's confirm step may rely on a cookie set by its first answer.
+    return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+
+def _download(url: str, out, progress, timeout: float, cancel: threading.Event | None = None,
+              opener: urllib.request.OpenerDirector | None = None, response=None) -> tuple[str, int]:
+    """Stream ``url`` (or an already opened ``response``) into ``out``; returns (sha256, bytes)."""
     digest = hashlib.sha256()
+    done = 0
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        if response is None:
+            response = (opener or _opener()).open(url, timeout=timeout)
+        with response:
             total = response.headers.get("Content-Length")
             total = int(total) if total is not None else None
-            done = 0
             while block := response.read(1 << 20):
+                if cancel is not None and cancel.is_set():
+                    raise DownloadCancelled(f"the download of {url} was cancelled; nothing was kept")
                 out.write(block)
                 digest.update(block)
                 done += len(block)
@@ -237,7 +284,55 @@ def _download(url: str, out, progress, timeout: float) -> str:
         raise DownloadError(f"downloading {url} stopped after {done} of {total} bytes (truncated)")
     out.flush()
     os.fsync(out.fileno())
-    return digest.hexdigest()
+    return digest.hexdigest(), done
+
+
+class _DriveConfirmForm(HTMLParser):
+    """The form of Drive's "can't scan this file for viruses" page: its action and fields."""
+
+    def __init__(self):
+        super().__init__()
+        self.action: str | None = None
+        self.fields: dict[str, str] = {}
+        self._in_form = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "form" and ("download" in (attrs.get("id") or "") or "download" in (attrs.get("action") or "")):
+            self.action, self._in_form = attrs.get("action"), True
+        elif tag == "input" and self._in_form and attrs.get("name"):
+            self.fields[attrs["name"]] = attrs.get("value") or ""
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self._in_form = False
+
+
+def _download_drive(entry: WeightsEntry, out, progress, timeout: float,
+                    cancel: threading.Event | None) -> tuple[str, int]:
+    url = f"{DRIVE_DOWNLOAD_URL}?{urllib.parse.urlencode({'export': 'download', 'id': entry.drive_id})}"
+    opener = _opener()
+    try:
+        response = opener.open(url, timeout=timeout)
+        if "text/html" in response.headers.get("Content-Type", ""):
+            page = response.read().decode("utf-8", "replace")
+            response.close()
+            form = _DriveConfirmForm()
+            form.feed(page)
+            if not form.action:
+                raise DownloadError(f"Google Drive answered with a page instead of {entry.filename} (often: too "
+                                    "many downloads of this file today; try again later).\n"
+                                    + manual_instructions(entry))
+            action = urllib.parse.urljoin(url, form.action)
+            url = f"{action}?{urllib.parse.urlencode(form.fields)}"
+            response = opener.open(url, timeout=timeout)
+            if "text/html" in response.headers.get("Content-Type", ""):
+                response.close()
+                raise DownloadError(f"Google Drive did not release {entry.filename} after its confirm page.\n"
+                                    + manual_instructions(entry))
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        raise DownloadError(f"downloading {entry.filename} from Google Drive failed: {err}") from err
+    return _download(url, out, progress, timeout, cancel, response=response)
 
 
 def _check_loadable(path: Path, entry: WeightsEntry) -> None:
