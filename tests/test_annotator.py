@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import GuidanceFollower, ThresholdPredictor, synthetic_scene
 
@@ -20,7 +21,7 @@ from napari.utils.interactions import mouse_press_callbacks, mouse_release_callb
 from napari_iog import IOGPredictor  # noqa: E402
 from napari_iog.evaluation import iou  # noqa: E402
 from napari_iog._widgets.annotator import SHORTCUTS, Annotator  # noqa: E402
-from napari_iog._widgets.annotator_widget import NEW_LABELS, AnnotatorWidget  # noqa: E402
+from napari_iog._widgets.annotator_widget import FROM_FILE, NEW_LABELS, AnnotatorWidget  # noqa: E402
 
 pytestmark = pytest.mark.napari
 
@@ -337,19 +338,21 @@ def test_widget_from_the_plugin_menu_annotates(make_napari_viewer, predictor, tm
     # a corrupt model file: an error, nothing changes
     bad = tmp_path / "broken.pth"
     bad.write_bytes(b"not a checkpoint")
-    widget.model.value = "(the model file below)"
+    widget.model.value = FROM_FILE
     widget.model_file.value = bad
     layers_before = [lay.name for lay in viewer.layers]
     widget.start()
     qtbot.waitUntil(lambda: widget._loading is None, timeout=30000)
     assert widget.annotator is None and [lay.name for lay in viewer.layers] == layers_before
-    # a zoo model that is not downloaded: an error that says how to get it
+    assert "not a" in widget.message.value or "could not be loaded" in widget.message.value   # in full
+    # a zoo model that is not downloaded: Start waits for Download; a scripted start says how
     widget.model.value = "iog-pascal-sbd"
+    assert "not downloaded" in widget.model_info.value and widget.model.current_choice == "iog-pascal-sbd"
+    assert not widget.start_button.enabled and not widget.download_button.native.isHidden()
     widget.start()
     qtbot.waitUntil(lambda: widget._loading is None, timeout=30000)
     assert widget.annotator is None and [lay.name for lay in viewer.layers] == layers_before
-    assert "not downloaded" in widget.model.current_choice
-    assert "Google Drive" in str(notification_manager.records[-1].message)
+    assert "weights fetch iog-pascal-sbd" in str(notification_manager.records[-1].message)
     widget.start(predictor)
     ann = widget.annotator
     assert ann is not None and widget.labels.value == "scene labels"

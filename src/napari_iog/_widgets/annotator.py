@@ -98,6 +98,7 @@ class Annotator:
     prediction_shown = Signal()
     propagation_finished = Signal(object)
     boxes_finished = Signal(int)
+    notified = Signal(str)      # every problem shown to the user, in full
 
     def __init__(self, viewer, image_layer: Image | str | None = None, model: Any = None, *,
                  device: str = "auto", precision: str = "auto", labels_layer: Labels | str | None = None,
@@ -596,6 +597,7 @@ class Annotator:
 
     def _notify(self, message: str, error: bool = False) -> None:
         self.messages.append(message)
+        self.notified.emit(message)
         (show_error if error else show_warning)(message)
 
     def _guarded(self, action) -> Any:
