@@ -37,9 +37,15 @@ def test_the_dock_leaves_most_of_a_1280x800_window_to_the_canvas(make_napari_vie
     assert widget.model.choices[0] == zoo.DEFAULT_MODEL and "bundled" in widget.model_info.value
 
 
-def test_both_docks_fit_the_window_height(make_napari_viewer):
-    viewer, _ = open_annotator(make_napari_viewer, "IOG fine-tune")
-    assert viewer.window._qt_window.height() <= 800
+def test_both_docks_fit_the_window_height(make_napari_viewer, qtbot):
+    """Opened together, the two docks share the right side as tabs, each whole."""
+    from qtpy.QtWidgets import QApplication
+
+    viewer, [(annotator_dock, _), (finetune_dock, _)] = open_annotator(make_napari_viewer, "IOG fine-tune")
+    QApplication.processEvents()
+    window = viewer.window._qt_window
+    assert window.height() <= 800
+    assert annotator_dock in window.tabifiedDockWidgets(finetune_dock)
 
 
 class _SlowFile(http.server.BaseHTTPRequestHandler):

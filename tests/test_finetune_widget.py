@@ -35,7 +35,8 @@ def configure(widget, base, out, steps):
     widget.base.value = FROM_FILE
     widget.base_file.value = base
     widget.out.value = out
-    widget.steps.value = steps
+    widget.length.value = steps
+    widget.unit.value = "steps"
     widget.batch_size.value = 2
     widget.lr.value = "1e-3"
     widget.device.value = "cpu"
@@ -49,6 +50,8 @@ def test_fine_tune_from_layers_and_use_the_model(make_napari_viewer, tiny_model,
     assert isinstance(widget, FineTuneWidget)
     assert widget.image.value == "cells" and widget.labels.value == "cells labels"
     assert widget.base.value == zoo.DEFAULT_MODEL     # fine-tuning starts from the bundled model
+    n_objects = len(np.unique(labels_before)) - 1
+    assert f"{n_objects} objects in 'cells labels'" in widget.status.value
     out = tmp_path / "tuned.pt"
     configure(widget, tiny_model, out, steps=3)
     widget.val_fraction.value = 0.5
@@ -57,6 +60,8 @@ def test_fine_tune_from_layers_and_use_the_model(make_napari_viewer, tiny_model,
     qtbot.waitUntil(lambda: not widget.running and widget.process is None, timeout=300_000)
     assert widget.result is not None and widget.result["status"] == "complete", widget.status.value
     assert [s for s, _ in widget.plot.losses] == [1, 2, 3]
+    assert out.is_file() and not out.with_name(out.name.replace(".pt", ".state.pt")).exists()  # no leftovers
+    load_model(out)
     # one training image of 2-3 objects, batch 2: an epoch is one step; validated before and after each
     assert [s for s, _ in widget.plot.mious] == [0, 1, 2, 3]
     assert "held-out mIoU@3" in widget.status.value and "->" in widget.status.value
@@ -105,3 +110,29 @@ def test_nothing_to_train_on_is_refused_at_once(make_napari_viewer, tiny_model, 
     configure(widget, tiny_model, tmp_path / "x.pt", steps=2)
     widget.start()
     assert widget.process is None and widget._tmp is None
+
+
+def test_a_worse_model_is_said_so_and_not_pushed(make_napari_viewer, tiny_model, tmp_path):
+    """The run's own report (its JSON events) says held-out mIoU fell: the widget warns and
+    offers the new model only as 'Use it anyway'."""
+    viewer = annotated_viewer(make_napari_viewer)
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-iog", "IOG fine-tune")
+    widget.out_path, widget._base_used = tmp_path / "worse.pt", "napari-iog-default"
+    widget.on_event({"event": "end", "status": "complete", "steps": 6, "val_miou_before": 0.988,
+                     "val_miou_after": 0.964})
+    widget._finished(0)
+    assert widget.worse and "WORSE" in widget.status.value and "napari-iog-default" in widget.status.value
+    assert widget.use_button.text == "Use it anyway"
+
+
+def test_the_plot_has_axis_values(make_napari_viewer, tmp_path):
+    viewer = annotated_viewer(make_napari_viewer)
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-iog", "IOG fine-tune")
+    widget.plot.clear(10)
+    for step, loss in enumerate((0.9, 0.5, 0.3), 1):
+        widget.plot.add_loss(step, loss)
+    widget.plot.add_miou(3, 0.8)
+    assert widget.plot.axis_values() == {"steps": "10 steps", "loss_top": "0.9", "loss_bottom": "0.3",
+                                         "miou_top": "1.0", "miou_bottom": "0.0"}
+    widget.plot.resize(300, 140)
+    assert not widget.plot.grab().toImage().isNull()      # it paints with them

@@ -15,7 +15,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Pus
 from napari.layers import Image, Labels, Shapes
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QComboBox, QSizePolicy, QStyle
+from qtpy.QtWidgets import QComboBox, QDockWidget, QMainWindow, QSizePolicy, QStyle, QWidget
 
 from .. import zoo
 from ..predictor import IOGPredictor
@@ -26,6 +26,7 @@ NO_CHANNEL = "(none)"
 FROM_FILE = "(a model file)"
 #: Characters a combo box shows before it elides (the full text is in its tooltip).
 COMBO_CHARS = 8
+PLUGIN_WIDGET_NAME = "napari-iog dock"
 
 HOW_TO = (
     "Click two opposite corners of a box around the object, then inside it. More clicks "
@@ -71,6 +72,30 @@ def wrap_text(label: Label) -> None:
     native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
     native.setMinimumWidth(100)
+
+
+def share_dock(widget: Container) -> None:
+    """Once ``widget`` is docked, put it in tabs with the plugin's other docks on the same side:
+    stacked, the annotator and the fine-tune widget would not fit one window's height."""
+
+    def tabify() -> None:
+        dock = widget.native.parent()
+        while dock is not None and not isinstance(dock, QDockWidget):
+            dock = dock.parent()
+        window = dock.parent() if dock is not None else None
+        if not isinstance(window, QMainWindow) or dock.isFloating():
+            return
+        for other in window.findChildren(QDockWidget):
+            if (other is not dock and not other.isFloating() and other.isVisible()
+                    and window.dockWidgetArea(other) == window.dockWidgetArea(dock)
+                    and other.findChild(QWidget, PLUGIN_WIDGET_NAME) is not None):
+                window.tabifyDockWidget(other, dock)
+                dock.show()
+                dock.raise_()
+                return
+
+    widget.native.setObjectName(PLUGIN_WIDGET_NAME)
+    QTimer.singleShot(0, tabify)
 
 
 def make_compact(combo: ComboBox, chars: int = COMBO_CHARS) -> None:
@@ -193,6 +218,7 @@ class AnnotatorWidget(Container):
         events.removed.connect(self.reset_choices)
         self.reset_choices()
         self._show_model()
+        share_dock(self)
 
     # --- choices --------------------------------------------------------------------------------
 

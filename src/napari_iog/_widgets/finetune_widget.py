@@ -21,17 +21,19 @@ from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpin
                               SpinBox)
 from napari.layers import Image, Labels
 from napari.utils import progress
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QProcess, QProcessEnvironment, QTimer
 from qtpy.QtGui import QColor, QPainter, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from .. import zoo
 from ..models import ARCHITECTURES
-from .annotator_widget import (FROM_FILE, available_devices, image_layer_names, labels_layer_names,
-                               present_model_choices)
+from ..training.loop import state_path
+from .annotator_widget import (FROM_FILE, available_devices, image_layer_names, labels_layer_names, make_compact,
+                               present_model_choices, share_dock, wrap_text)
 
 FROM_FOLDERS = "(the folders below)"
+USE_TEXT = "Use the new model in the annotator"
 CANCELLED_EXIT = 3
 #: How long a cancelled run may take to save its checkpoint before it is killed (ms).
 CANCEL_GRACE_MS = 60_000
@@ -60,29 +62,58 @@ class LossPlot(QWidget):
         self.mious.append((step, miou))
         self.update()
 
+    def axis_values(self) -> dict[str, str]:
+        """The values written on the axes: steps (x), loss range (left), mIoU 0..1 (right)."""
+        values = {"steps": f"{self.total} steps", "miou_top": "1.0", "miou_bottom": "0.0"}
+        if self.losses:
+            losses = [v for _, v in self.losses]
+            values["loss_top"], values["loss_bottom"] = f"{max(losses):.3g}", f"{min(losses):.3g}"
+        return values
+
     def paintEvent(self, event):  # noqa: N802 (Qt's name)
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        w, h, pad = self.width(), self.height(), 24
+        w, h = self.width(), self.height()
+        left, right, top, bottom = 44, 30, 16, 22       # room for the axis values
+        pw, ph = w - left - right, h - top - bottom
         painter.fillRect(0, 0, w, h, QColor(38, 41, 48))
         painter.setPen(QPen(QColor(140, 140, 140)))
-        painter.drawRect(pad, 6, w - pad - 6, h - pad - 6)
-        painter.drawText(2, h - 6, f"0 .. {self.total} steps   loss (blue, log)   held-out mIoU@3 (orange, 0..1)")
-        x_of = lambda step: pad + (w - pad - 6) * step / self.total
+        painter.drawRect(left, top, pw, ph)
+        values = self.axis_values()
+        painter.drawText(left, h - 6, "0")
+        painter.drawText(left + pw - 40, h - 6, values["steps"])
+        painter.setPen(QPen(QColor(90, 170, 255)))
+        painter.drawText(2, 11, "loss (log)")
+        painter.setPen(QPen(QColor(255, 160, 40)))
+        painter.drawText(w - right - 80, 11, "held-out mIoU@3")
+        painter.drawText(w - right + 3, top + 8, values["miou_top"])
+        painter.drawText(w - right + 3, top + ph, values["miou_bottom"])
+        x_of = lambda step: left + pw * step / self.total
         if len(self.losses) > 1:
             logs = np.log10([max(v, 1e-6) for _, v in self.losses])
             low, high = float(logs.min()), float(logs.max())
             span = max(high - low, 1e-6)
+            painter.setPen(QPen(QColor(90, 170, 255)))
+            painter.drawText(2, top + 8, values["loss_top"])
+            painter.drawText(2, top + ph, values["loss_bottom"])
             painter.setPen(QPen(QColor(90, 170, 255), 1.5))
-            points = [(x_of(s), 6 + (h - pad - 12) * (high - v) / span) for (s, _), v in zip(self.losses, logs)]
+            points = [(x_of(s), top + ph * (high - v) / span) for (s, _), v in zip(self.losses, logs)]
             for (x0, y0), (x1, y1) in zip(points, points[1:]):
                 painter.drawLine(int(x0), int(y0), int(x1), int(y1))
         painter.setPen(QPen(QColor(255, 160, 40), 1))
         painter.setBrush(QColor(255, 160, 40))
         for step, miou in self.mious:
-            y = 6 + (h - pad - 12) * (1.0 - miou)
+            y = top + ph * (1.0 - miou)
             painter.drawEllipse(int(x_of(step)) - 3, int(y) - 3, 6, 6)
         painter.end()
+
+
+def count_objects(labels_layer: Labels) -> int | None:
+    """Distinct non-zero ids of a labels layer; None for sparse or lazy layers (not scanned)."""
+    data = labels_layer.data[0] if labels_layer.multiscale else labels_layer.data
+    if not isinstance(data, np.ndarray):
+        return None
+    return int(np.count_nonzero(np.unique(data)))
 
 
 def default_output(name: str) -> Path:
@@ -134,6 +165,8 @@ class FineTuneWidget(Container):
         self.result: dict | None = None
         self.out_path: Path | None = None
         self.cancelled = False
+        self._watched: Labels | None = None
+        self._base_used: str | None = None
 
         self.image = ComboBox(label="image", choices=self._image_choices, tooltip="the annotated image layer")
         self.labels = ComboBox(label="labels", choices=self._labels_choices,
@@ -148,9 +181,12 @@ class FineTuneWidget(Container):
         self.base_file = FileEdit(label="base file", mode="r", filter="*.pth *.pt *.pth.tar")
         self.out = FileEdit(label="save as", mode="w", filter="*.pt",
                             tooltip="the new model; empty: a new file in the napari-iog cache folder")
-        self.steps = SpinBox(label="steps", min=0, max=1_000_000, value=200,
-                             tooltip="optimizer steps; 0: use epochs")
-        self.epochs = SpinBox(label="epochs", min=1, max=10_000, value=10, tooltip="used when steps is 0")
+        self.length = SpinBox(label="train for", min=1, max=1_000_000, value=200,
+                              tooltip="how long to train, in optimizer steps or in epochs (passes over the objects)")
+        self.unit = ComboBox(choices=["steps", "epochs"], value="steps")
+        length_row = Container(widgets=[self.length, self.unit], layout="horizontal", labels=False,
+                               label="train for")
+        length_row.margins = (0, 0, 0, 0)
         self.lr = LineEdit(label="learning rate", value="1e-4", tooltip="AdamW learning rate")
         self.batch_size = SpinBox(label="batch size", min=1, max=256, value=4)
         self.device = ComboBox(label="device", choices=available_devices(), value="auto")
@@ -162,11 +198,12 @@ class FineTuneWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         buttons = Container(widgets=[self.start_button, self.cancel_button], layout="horizontal", labels=False)
         self.plot = LossPlot()
-        self.status = Label(value="annotate some objects, then start")
-        self.status.native.setWordWrap(True)
-        self.use_button = PushButton(text="Use the new model in the annotator", enabled=False)
+        self.status = Label(value="")
+        wrap_text(self.status)
+        self.use_button = PushButton(text=USE_TEXT, enabled=False)
+        self.worse: bool | None = None
         self.extend([self.image, self.labels, self.images_dir, self.labels_dir, self.base, self.base_file, self.out,
-                     self.steps, self.epochs, self.lr, self.batch_size, self.device, self.freeze_backbone,
+                     length_row, self.lr, self.batch_size, self.device, self.freeze_backbone,
                      self.val_fraction, buttons])
         self.native.layout().addWidget(self.plot)
         self.extend([self.status, self.use_button])
@@ -174,11 +211,14 @@ class FineTuneWidget(Container):
         self.cancel_button.changed.connect(lambda: self.cancel())
         self.use_button.changed.connect(lambda: self.use_in_annotator())
         self.labels.changed.connect(self._show_source)
+        for combo in (self.image, self.labels, self.base, self.device):
+            make_compact(combo, 14)
         events = self.viewer.layers.events
         events.inserted.connect(self.reset_choices)
         events.removed.connect(self.reset_choices)
         self.reset_choices()
         self._show_source()
+        share_dock(self)
 
     # --- choices ------------------------------------------------------------------------------
 
@@ -198,6 +238,32 @@ class FineTuneWidget(Container):
         folders = self.labels.value == FROM_FOLDERS
         self.image.visible = not folders
         self.images_dir.visible = self.labels_dir.visible = folders
+        if self._watched is not None:
+            self._watched.events.data.disconnect(self._show_readiness)
+            self._watched.events.paint.disconnect(self._show_readiness)
+            self._watched = None
+        if not folders and self.labels.value in self.viewer.layers:
+            self._watched = self.viewer.layers[self.labels.value]
+            self._watched.events.data.connect(self._show_readiness)
+            self._watched.events.paint.connect(self._show_readiness)
+        self._show_readiness()
+
+    def _show_readiness(self, _=None) -> None:
+        """Before a run: how many objects the chosen labels hold (what training will learn from)."""
+        if self.running or self.result is not None:
+            return
+        if self.labels.value == FROM_FOLDERS:
+            self.status.value = "choose the image and label folders, then start"
+        elif self._watched is None:
+            self.status.value = "annotate some objects (IOG annotator), then start"
+        else:
+            objects = count_objects(self._watched)
+            if objects is None:
+                self.status.value = f"ready to fine-tune from {self._watched.name!r}"
+            elif objects:
+                self.status.value = f"{objects} objects in {self._watched.name!r}: ready to fine-tune"
+            else:
+                self.status.value = f"{self._watched.name!r} has no objects yet: annotate some, then start"
 
     # --- running ------------------------------------------------------------------------------
 
@@ -215,8 +281,8 @@ class FineTuneWidget(Container):
         args = ["-m", "napari_iog", "train", "--images", str(data[0]), "--labels", str(data[1]), "--base", base,
                 "--out", str(out), "--batch-size", str(self.batch_size.value), "--device", str(self.device.value),
                 "--val-fraction", str(self.val_fraction.value), "--lr", str(float(self.lr.value)),
-                "--progress", "json"]
-        args += ["--steps", str(self.steps.value)] if self.steps.value else ["--epochs", str(self.epochs.value)]
+                "--progress", "json", "--half"]     # float16 storage: half the file, the same masks
+        args += [f"--{self.unit.value}", str(self.length.value)]
         if self.freeze_backbone.value:
             args.append("--freeze-backbone")
         return args
@@ -263,8 +329,12 @@ class FineTuneWidget(Container):
         self.out_path = Path(out_value) if out_value not in ("", ".") else default_output(name)
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
         self.result, self.cancelled, self._stderr, self._buffer = None, False, [], ""
-        self.plot.clear(self.steps.value or 1)
+        self.plot.clear(self.length.value if self.unit.value == "steps" else 1)
         self.use_button.enabled = False
+        self.use_button.text = USE_TEXT
+        self._base_used = base
+        # Loading the model and the data can take a minute before step 1: show that it is busy.
+        self._progress = progress(total=0, desc="IOG fine-tune: preparing")
         process = QProcess()
         environment = QProcessEnvironment.systemEnvironment()
         environment.insert("PYTHONUNBUFFERED", "1")
@@ -274,7 +344,7 @@ class FineTuneWidget(Container):
         process.finished.connect(self._finished)
         self.process = process
         self.start_button.enabled, self.cancel_button.enabled = False, True
-        self.status.value = f"starting: {base} -> {self.out_path.name}"
+        self.status.value = f"preparing (loading {Path(base).name} and the data): {self.out_path.name}"
         process.start(sys.executable, self.command(data, base, self.out_path))
 
     def cancel(self) -> None:
@@ -308,7 +378,10 @@ class FineTuneWidget(Container):
         kind = event.get("event")
         if kind == "start":
             self.plot.clear(event["total_steps"])
-            self._progress = progress(total=event["total_steps"], desc="IOG fine-tune")
+            if self._progress is None:
+                self._progress = progress(total=event["total_steps"], desc="IOG fine-tune")
+            self._progress.total = event["total_steps"]
+            self._progress.set_description("IOG fine-tune")
             data = event["data"]
             self.status.value = (f"{event['arch']} on {event['device']}: {event['objects']} objects "
                                  f"({data['skipped_small']} too small skipped), {event['validation_objects']} "
@@ -325,7 +398,8 @@ class FineTuneWidget(Container):
             self.result = event
 
     def _finished(self, exit_code: int, exit_status=None) -> None:
-        self._read_stdout()
+        if self.process is not None:
+            self._read_stdout()
         if self._progress is not None:
             self._progress.close()
             self._progress = None
@@ -333,11 +407,22 @@ class FineTuneWidget(Container):
         result = self.result
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
         if result is not None and exit_code in (0, CANCELLED_EXIT):
-            head = "done" if result["status"] == "complete" else f"cancelled at step {result['steps']}"
-            self.status.value = (f"{head}: held-out mIoU@3 {fmt(result['val_miou_before'])} -> "
-                                 f"{fmt(result['val_miou_after'])}; saved {self.out_path}")
+            complete = result["status"] == "complete"
+            head = "done" if complete else f"cancelled at step {result['steps']}"
+            before, after = result["val_miou_before"], result["val_miou_after"]
+            self.status.value = (f"{head}: held-out mIoU@3 {fmt(before)} -> {fmt(after)}; saved {self.out_path}")
+            if complete:      # nothing left to resume: the resume state would only take space
+                state_path(self.out_path).unlink(missing_ok=True)
             self.use_button.enabled = True
-            show_info(self.status.value)
+            if before is not None and after is not None and after < before:
+                self.worse = True
+                self.status.value += (f"\nThe new model is WORSE on the held-out objects than {self._base_used} "
+                                      "was: keep using that one (more objects or fewer steps may help).")
+                self.use_button.text = "Use it anyway"
+                show_warning(self.status.value)
+            else:
+                self.worse = False
+                show_info(self.status.value)
         else:
             detail = "\n".join(line for line in self._stderr if line.strip())[-1500:]
             if self.cancelled:
