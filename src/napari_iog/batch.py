@@ -139,9 +139,11 @@ def spatial_shape(image, prompts: Sequence[BoxPrompt]) -> tuple[int, ...]:
     most one axis (channels) may follow rows and cols."""
     shape = tuple(image.shape)
     leading = len(prompts[0].plane) if prompts else 0
-    if len(shape) - leading - 2 > 1 or len(shape) < leading + 2:
-        raise BoxFileError(f"the image has shape {shape}: a stack needs the plane of every box "
-                           f"(a 'plane' column, or 'plane' in the COCO images)")
+    # a trailing axis longer than 4 and than the first axis is columns, not channels: a stack
+    stack = len(shape) == leading + 3 and shape[-1] > 4 and shape[-1] > shape[leading]
+    if len(shape) - leading - 2 > 1 or len(shape) < leading + 2 or stack:
+        raise BoxFileError(f"the image is a stack (shape {' x '.join(map(str, shape))}): say on which plane each "
+                           "box lies (a 'plane' column in the CSV, or 'plane' in the COCO images)")
     return shape[:leading + 2]
 
 

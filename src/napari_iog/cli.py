@@ -57,6 +57,11 @@ def _weights(args) -> int:
             mark = "bundled" if row["bundled"] else "present" if row["present"] else "missing"
             print(f"  {row['name']:28s} {row['arch']:22s} {mark:8s} {row['filename']}")
             print(f"  {'':28s} trained on {row['trained_on']}; {row['source']}")
+        tuned = zoo.list_finetuned()
+        if tuned:
+            print(f"fine-tuned ({zoo.cache_dir() / 'finetuned'}; remove with `napari-iog weights remove FILE`):")
+            for path in tuned:
+                print(f"  {path.name:50s} {path.stat().st_size / 1e6:6.1f} MB")
         return 0
     if args.action == "fetch":
         bar = ProgressBar(None, f"fetch {args.name}")
@@ -73,8 +78,27 @@ def _weights(args) -> int:
         bar.close()
         print(f"{args.name}: {path}")
         return 0
+    if args.action == "remove":
+        removed = zoo.remove_finetuned(args.name)
+        print(f"removed {', '.join(str(p) for p in removed)}")
+        return 0
     report = zoo.verify(args.name)
-    print(json.dumps(report, indent=1))      # the card says what the weights were trained on
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    card = report["card"] or {}
+    print(f"{report['path']}\n  {report['arch']}, {report['state_dict_values']:,} values"
+          + (f" ({report['zoo_name']})" if report["zoo_name"] else "")
+          + f"\n  sha256 {report['sha256']}: {report['status']}")
+    for key in ("name", "trained_on", "base", "steps", "licence"):
+        value = card.get(key)
+        if value in (None, "", []):
+            continue
+        if key == "base":       # the trainer's own path says nothing to a user
+            value = Path(str(value)).name
+        if isinstance(value, (list, tuple)):
+            value = "; ".join(map(str, value))
+        print(f"  {key.replace('_', ' ')}: {value}")
     return 0
 
 
@@ -268,6 +292,10 @@ def _predict(args) -> int:
     from .predictor import IOGPredictor
     from .training.loop import distributed_context
 
+    out = Path(args.out)
+    if out.suffix.lower() not in (".json", ".tif", ".tiff"):
+        raise ValueError(f"{out.name}: predict writes a label-image .tif or COCO .json (the suffix says which); "
+                         f"{out.suffix or 'no suffix'} is not written")
     rank, world, device, started = distributed_context(args.device)
     try:
         image = _open_array(args.image, "image")
@@ -297,7 +325,6 @@ def _predict(args) -> int:
         bar.close()
         labels = np.zeros(spatial, np.uint32)
         report = batch.write_boxes(labels, prompts, results)
-        out = Path(args.out)
         if out.suffix.lower() == ".json":
             single = [Path(args.image).name] if labels.ndim == 2 else None   # the file the boxes are on
             labels_io.write_coco(out, labels, image_name=Path(args.image).stem, image_files=single,
@@ -318,9 +345,20 @@ def _predict(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-iog", description="IOG segmentation from the command line")
     sub = parser.add_subparsers(dest="command", required=True)
-    weights = sub.add_parser("weights", help="the model zoo: list, fetch, verify")
-    weights.add_argument("action", choices=["list", "fetch", "verify"])
-    weights.add_argument("name", nargs="?", help="a zoo name (fetch) or a name or path (verify)")
+    weights = sub.add_parser(
+        "weights", help="the model zoo: list, fetch, verify, remove",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The models napari-iog knows, and the cache folder that holds them.\n\n"
+                    "  list           every zoo model (here or not) and the fine-tuned models in the cache\n"
+                    "  fetch NAME     download a zoo model into the cache, verified (size, sha256, loadable)\n"
+                    "  verify PATH    load a checkpoint (a path or a zoo name); report its architecture and\n"
+                    "                 sha256, checked against the recorded one\n"
+                    "  remove FILE    delete a fine-tuned model (and its resume state) from the cache\n\n"
+                    f"The cache folder is moved with {zoo.CACHE_ENV}.")
+    weights.add_argument("action", choices=["list", "fetch", "verify", "remove"], help="see above")
+    weights.add_argument("name", nargs="?", help="a zoo name (fetch), a name or path (verify), a fine-tuned "
+                                                 "model's file name (remove)")
+    weights.add_argument("--json", action="store_true", help="verify: the whole report as JSON")
     evaluate = sub.add_parser("evaluate", help="simulated-user evaluation (mIoU@k, NoC@85/90)")
     evaluate.add_argument("--dataset", required=True,
                           help="grabcut, berkeley, or a folder (GrabCut/Berkeley layout or images/ + labels/)")

@@ -92,8 +92,8 @@ def box_from_corners(corners: Sequence[Sequence[float]], shape: Sequence[int]) -
     box = Box(min(ra, rb), min(ca, cb), max(ra, rb), max(ca, cb))
     if box.height < 2 or box.width < 2:
         raise ClickError(
-            f"the corner clicks span a box of zero {'height' if box.height < 2 else 'width'} "
-            f"({box.height} x {box.width} pixels); click two opposite corners around the object")
+            f"the corner clicks span a box only {box.height} x {box.width} pixels (rows x cols): a box needs "
+            "at least 2 x 2; click two opposite corners around the object")
     return box
 
 
@@ -103,7 +103,8 @@ def box_from_points(points: Sequence[Sequence[float]], shape: Sequence[int], wha
     rows, cols = [p[0] for p in pixels], [p[1] for p in pixels]
     box = Box(min(rows), min(cols), max(rows), max(cols))
     if box.height < 2 or box.width < 2:
-        raise ClickError(f"the {what}s span a box of zero height or width")
+        raise ClickError(f"the {what}s span a box only {box.height} x {box.width} pixels (rows x cols): "
+                         "they need to span at least 2 x 2")
     return box
 
 

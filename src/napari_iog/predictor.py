@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,11 @@ from .models.fusion import fuse_conv_bn
 from .preprocess import ImageLayout, image_layout, intensity_range, to_rgb255
 
 DEFAULT_THRESHOLD = 0.5
+
+
+class BlankImageWarning(UserWarning):
+    """The image holds no contrast where the object should be."""
+
 DEXTR_THRESHOLD = 0.8
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
@@ -255,6 +261,11 @@ class IOGPredictor:
         threshold = self.threshold if threshold is None else float(threshold)
         jobs = [self.check_prompt(layout.shape, p) for p in prompts]
         prepared = [self._prepare(image, layout, value_range, job) for job in jobs]
+        for p in prepared:
+            if float(p["x"][:3].amax() - p["x"][:3].amin()) == 0:
+                warnings.warn(f"the image is blank (one value everywhere) in the box rows {p['box'].r0}..{p['box'].r1}, "
+                              f"cols {p['box'].c0}..{p['box'].c1}: there is nothing to segment, the mask only "
+                              "follows the clicks", BlankImageWarning, stacklevel=3)
         t_prepared = time.perf_counter()
         if batch_size is None:
             batch_size = 16 if self.device.type == "cuda" else 2

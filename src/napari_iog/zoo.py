@@ -371,3 +371,31 @@ def verify(path: str | os.PathLike) -> dict:
     n_params = sum(int(t.numel()) for t in checkpoint["state_dict"].values())
     return {"path": str(file), "arch": checkpoint["arch"], "state_dict_values": n_params, "sha256": digest,
             "status": status, "zoo_name": entry.name if entry else None, "card": checkpoint["card"]}
+
+
+FINETUNED_DIR = "finetuned"
+
+
+def list_finetuned() -> list[Path]:
+    """The models the fine-tune widget saved in the cache, newest first."""
+    folder = cache_dir() / FINETUNED_DIR
+    files = [p for p in folder.glob("*.pt") if not p.name.endswith(".state.pt")] if folder.is_dir() else []
+    return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def remove_finetuned(name: str | os.PathLike) -> list[Path]:
+    """Delete a fine-tuned model of the cache (by file name or path) and its resume state.
+    Files outside the cache's fine-tuned folder are never touched."""
+    folder = (cache_dir() / FINETUNED_DIR).resolve()
+    path = Path(name)
+    path = (path if path.is_absolute() else folder / path.name).resolve()
+    if path.parent != folder:
+        raise ValueError(f"{name}: only fine-tuned models in {folder} are removed here")
+    if not path.is_file():
+        known = ", ".join(p.name for p in list_finetuned()) or "none"
+        raise FileNotFoundError(f"{path.name} is not a fine-tuned model in {folder} (there: {known})")
+    state = path.with_name(path.name + ".state.pt")     # training.loop.state_path
+    removed = [path] + ([state] if state.is_file() else [])
+    for p in removed:
+        p.unlink()
+    return removed
