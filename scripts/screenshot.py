@@ -28,7 +28,7 @@ def main() -> None:
 
     predictor = IOGPredictor(args.model, device=args.device)
     viewer = napari.Viewer(title="napari-iog")
-    viewer.window.resize(1400, 820)
+    viewer.window.resize(1280, 800)      # a laptop-sized window: the dock must leave room for the canvas
     viewer.add_image(data.astronaut(), name="astronaut")
     _, widget = viewer.window.add_plugin_dock_widget("napari-iog", "IOG annotator")
     widget.start(predictor)
