@@ -16,6 +16,7 @@ from conftest import GuidanceFollower, ThresholdPredictor, synthetic_scene
 
 napari = pytest.importorskip("napari")
 
+from gui_input import world_of as world  # noqa: E402
 from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks  # noqa: E402
 
 from napari_iog import IOGPredictor  # noqa: E402
@@ -58,10 +59,6 @@ def click(layer, world_position, modifiers=()):
     release = MouseEvent("mouse_release", tuple(world_position), list(modifiers),
                          dims_displayed=press.dims_displayed)
     mouse_release_callbacks(layer, release)
-
-
-def world(layer, data_point):
-    return tuple(layer.data_to_world(np.asarray(data_point, dtype=float)))
 
 
 def three_clicks(ann, corners=CORNERS, inside=INSIDE, plane=()):

@@ -59,7 +59,7 @@ def _weights(args) -> int:
             print(f"  {'':28s} trained on {row['trained_on']}; {row['source']}")
         tuned = zoo.list_finetuned()
         if tuned:
-            print(f"fine-tuned ({zoo.cache_dir() / 'finetuned'}; remove with `napari-iog weights remove FILE`):")
+            print(f"fine-tuned ({zoo.finetuned_dir()}; remove with `napari-iog weights remove FILE`):")
             for path in tuned:
                 print(f"  {path.name:50s} {path.stat().st_size / 1e6:6.1f} MB")
         return 0

@@ -106,6 +106,11 @@ def labels_instances(image: np.ndarray, labels: np.ndarray, name: str = "image",
             yield Instance(f"{name}#{int(label_id)}", np.asarray(image), mask)
 
 
+#: more distinct colours than this (or than 10 % of the pixels, and than 256): a photo, not
+#: colour-coded labels
+PHOTO_COLOURS = 20000
+
+
 def read_label_image(path: str | Path) -> np.ndarray:
     """An instance-label file as an integer array (0 = background).
 
@@ -124,6 +129,13 @@ def read_label_image(path: str | Path) -> np.ndarray:
         flat = label_image[..., :3].reshape(-1, 3)
         _, ids = np.unique(flat, axis=0, return_inverse=True)
         ids = ids.reshape(-1) + 1
+        n_colours = int(ids.max()) if ids.size else 0
+        # One colour per object in a colour-coded label image; a photo has a colour almost per
+        # pixel (the RGBA astronaut: 113,381 of them).
+        if n_colours > 256 and n_colours > min(PHOTO_COLOURS, 0.1 * len(flat)):
+            raise ValueError(f"{path.name} looks like a photo ({n_colours:,} different colours), not a label "
+                             "image: give the file of object ids (0 background, 1, 2, ...) or a colour-coded "
+                             "label image with one colour per object")
         ids[~flat.any(axis=1)] = 0
         label_image = ids.reshape(label_image.shape[:2])
     return label_image

@@ -303,7 +303,7 @@ def clean_mask(crop_mask: np.ndarray, crop: Box, box: Box, inside: Sequence[Sequ
     """
     rows = [box.r0, box.r1, *(p[0] for p in positive)]
     cols = [box.c0, box.c1, *(p[1] for p in positive)]
-    allowed = Box(min(rows), min(cols), max(rows), max(cols))     # within the crop: clicks are
+    allowed = Box(min(rows), min(cols), max(rows), max(cols))   # inside the crop, as the clicks are
     kept = np.zeros(crop_mask.shape, bool)
     region = allowed.slices_within(crop)
     kept[region] = crop_mask[region]

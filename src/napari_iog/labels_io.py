@@ -340,34 +340,13 @@ def read_labels(path: str | os.PathLike, dtype=None) -> np.ndarray:
 
         labels = tifffile.imread(path)
     elif suffix == ".png":
-        from PIL import Image
-
         from .evaluation import read_label_image
 
-        with Image.open(path) as handle:
-            if handle.mode in ("RGB", "RGBA"):
-                _refuse_photo(np.asarray(handle), path.name)
         labels = read_label_image(path)
     else:
         raise LabelsFileError(f"{path.name}: labels are read from .tif, .png, .npy or COCO .json files")
     check_label_image(labels, path.name)
     return labels.astype(dtype) if dtype is not None else labels
-
-
-def _refuse_photo(colours: np.ndarray, name: str) -> None:
-    """Colour-coded label images have one colour per object; a photo has a colour almost per
-    pixel (the RGBA astronaut: 113,381 of them)."""
-    flat = colours[..., :3].reshape(-1, 3)
-    n_colours = len(np.unique(flat, axis=0))
-    if n_colours > 256 and n_colours > min(PHOTO_COLOURS, 0.1 * len(flat)):
-        raise LabelsFileError(f"{name} looks like a photo ({n_colours:,} different colours), not a label image: give "
-                              "the file of object ids (0 background, 1, 2, ...) or a colour-coded label image with "
-                              "one colour per object")
-
-
-#: more distinct colours than this (or than 10 % of the pixels, and than 256): a photo, not
-#: colour-coded labels
-PHOTO_COLOURS = 20000
 
 
 def check_label_image(labels: np.ndarray, name: str) -> None:

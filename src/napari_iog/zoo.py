@@ -126,6 +126,11 @@ def local_path(name: str) -> Path:
     return (BUNDLED_DIR if entry.bundled else cache_dir()) / entry.filename
 
 
+def is_present(name: str) -> bool:
+    """A zoo model whose file is here (bundled or in the cache)."""
+    return name in WEIGHTS and local_path(name).is_file()
+
+
 def list_weights() -> list[dict]:
     """Every known model, with ``present`` and ``path`` for the local copy."""
     rows = []
@@ -260,13 +265,13 @@ def _opener() -> urllib.request.OpenerDirector:
 
 
 def _download(url: str, out, progress, timeout: float, cancel: threading.Event | None = None,
-              opener: urllib.request.OpenerDirector | None = None, response=None) -> tuple[str, int]:
+              response=None) -> tuple[str, int]:
     """Stream ``url`` (or an already opened ``response``) into ``out``; returns (sha256, bytes)."""
     digest = hashlib.sha256()
     done = 0
     try:
         if response is None:
-            response = (opener or _opener()).open(url, timeout=timeout)
+            response = _opener().open(url, timeout=timeout)
         with response:
             total = response.headers.get("Content-Length")
             total = int(total) if total is not None else None
@@ -373,20 +378,26 @@ def verify(path: str | os.PathLike) -> dict:
             "status": status, "zoo_name": entry.name if entry else None, "card": checkpoint["card"]}
 
 
-FINETUNED_DIR = "finetuned"
+def finetuned_dir() -> Path:
+    """Where the fine-tune widget saves its models (unless told another file)."""
+    return cache_dir() / "finetuned"
 
 
 def list_finetuned() -> list[Path]:
     """The models the fine-tune widget saved in the cache, newest first."""
-    folder = cache_dir() / FINETUNED_DIR
-    files = [p for p in folder.glob("*.pt") if not p.name.endswith(".state.pt")] if folder.is_dir() else []
+    from .models.checkpoint import STATE_SUFFIX
+
+    folder = finetuned_dir()
+    files = [p for p in folder.glob("*.pt") if not p.name.endswith(STATE_SUFFIX)] if folder.is_dir() else []
     return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def remove_finetuned(name: str | os.PathLike) -> list[Path]:
     """Delete a fine-tuned model of the cache (by file name or path) and its resume state.
     Files outside the cache's fine-tuned folder are never touched."""
-    folder = (cache_dir() / FINETUNED_DIR).resolve()
+    from .models.checkpoint import state_path
+
+    folder = finetuned_dir().resolve()
     path = Path(name)
     path = (path if path.is_absolute() else folder / path.name).resolve()
     if path.parent != folder:
@@ -394,7 +405,7 @@ def remove_finetuned(name: str | os.PathLike) -> list[Path]:
     if not path.is_file():
         known = ", ".join(p.name for p in list_finetuned()) or "none"
         raise FileNotFoundError(f"{path.name} is not a fine-tuned model in {folder} (there: {known})")
-    state = path.with_name(path.name + ".state.pt")     # training.loop.state_path
+    state = state_path(path)
     removed = [path] + ([state] if state.is_file() else [])
     for p in removed:
         p.unlink()

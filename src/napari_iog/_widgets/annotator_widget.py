@@ -32,6 +32,7 @@ HOW_TO = (
     "Click two opposite corners of a box around the object, then inside it. More clicks "
     "correct it (Shift+click: negative). Enter commits, U undoes, Esc clears."
 )
+NOT_STARTED = "start annotating first: choose an image and a model, then 'Start annotating'"
 DEXTR_HOW_TO = "DEXTR models take the object's four extreme points instead of the box and inside click."
 
 
@@ -47,12 +48,20 @@ def describe_model(name: str) -> str:
     entry = zoo.WEIGHTS[name]
     if entry.bundled:
         state = "bundled"
-    elif zoo.local_path(name).is_file():
+    elif zoo.is_present(name):
         state = "downloaded"
     else:
         size = f", {entry.size / 1e6:.0f} MB" if entry.size else ""
         state = f"not downloaded{size}"
     return f"{entry.arch}; {state}"
+
+
+def model_tooltip(name: str) -> str:
+    """Everything known of a model choice, for its tooltip."""
+    entry = zoo.WEIGHTS.get(name)
+    if entry is None:
+        return "a checkpoint file of your own, chosen below"
+    return f"{name}: {describe_model(name)}; trained on {entry.trained_on}; {entry.licence}"
 
 
 def _titled(widget) -> Container:
@@ -255,22 +264,16 @@ class AnnotatorWidget(Container):
         icon = native.style().standardIcon(QStyle.StandardPixmap.SP_ArrowDown)
         for i in range(native.count()):
             name = native.itemData(i) if isinstance(native.itemData(i), str) else native.itemText(i)
-            entry = zoo.WEIGHTS.get(name)
-            native.setItemData(i, f"{name}: {describe_model(name)}; trained on {entry.trained_on}" if entry
-                               else "a checkpoint file you choose below",
-                               Qt.ItemDataRole.ToolTipRole)
-            missing = name in zoo.WEIGHTS and not zoo.local_path(name).is_file()
-            if missing:
+            native.setItemData(i, model_tooltip(name), Qt.ItemDataRole.ToolTipRole)
+            if name in zoo.WEIGHTS and not zoo.is_present(name):
                 native.setItemIcon(i, icon)
 
     def _show_model(self, *_) -> None:
         name = self.model.value
         from_file = name == FROM_FILE
-        missing = name in zoo.WEIGHTS and not zoo.local_path(name).is_file()
+        missing = name in zoo.WEIGHTS and not zoo.is_present(name)
         self.model_info.value = describe_model(name) if not from_file else "choose the file below"
-        entry = zoo.WEIGHTS.get(name)
-        self.model.native.setToolTip(f"{name}: {entry.arch}, trained on {entry.trained_on}; {entry.licence}"
-                                     if entry else "a checkpoint file of your own")
+        self.model.native.setToolTip(model_tooltip(name))
         self.model_file_row.visible = from_file
         self.download_button.visible = missing or self._download is not None
         self.start_button.enabled = not missing and self._loading is None
@@ -417,14 +420,14 @@ class AnnotatorWidget(Container):
 
     def _act(self, action: str) -> None:
         if self.annotator is None:
-            self._report("start annotating first: choose an image and a model, then 'Start annotating'")
+            self._report(NOT_STARTED)
             return
         self.annotator.act(action)
 
     def propagate(self) -> None:
         """Start propagating the last committed object, or stop the running propagation."""
         if self.annotator is None:
-            self._report("start annotating first: choose an image and a model, then 'Start annotating'")
+            self._report(NOT_STARTED)
             return
         if self.annotator.propagating:
             self.annotator.stop_propagation()
@@ -436,7 +439,7 @@ class AnnotatorWidget(Container):
     def segment_boxes(self) -> None:
         """Segment every shape of the chosen shapes layer (in a worker) and commit them."""
         if self.annotator is None:
-            self._report("start annotating first: choose an image and a model, then 'Start annotating'")
+            self._report(NOT_STARTED)
             return
         if not self.boxes_layer.value:
             self._report("draw rectangles around the objects in a shapes layer first (Layers > New shapes layer)")

@@ -28,7 +28,7 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from .. import zoo
 from ..models import ARCHITECTURES
-from ..training.loop import state_path
+from ..models.checkpoint import state_path
 from .annotator_widget import (FROM_FILE, available_devices, image_layer_names, labels_layer_names, make_compact,
                                present_model_choices, share_dock, wrap_text)
 
@@ -118,7 +118,7 @@ def count_objects(labels_layer: Labels) -> int | None:
 
 def default_output(name: str) -> Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return zoo.cache_dir() / "finetuned" / f"{_safe(name)}-{stamp}.pt"
+    return zoo.finetuned_dir() / f"{_safe(name)}-{stamp}.pt"
 
 
 def _safe(name: str) -> str:

@@ -30,6 +30,14 @@ from .registry import ARCHITECTURES, UnknownArchitectureError, build_model, mode
 from .resnet import TRUNK_LAYOUTS
 
 OWN_FORMAT_KEYS = ("arch", "config", "state_dict", "card")
+#: a training run writes OUT and, to resume from, OUT + this
+STATE_SUFFIX = ".state.pt"
+
+
+def state_path(out: str | os.PathLike) -> Path:
+    """The resume state written beside the checkpoint ``out``."""
+    out = Path(out)
+    return out.with_name(out.name + STATE_SUFFIX)
 
 
 class CheckpointError(ValueError):

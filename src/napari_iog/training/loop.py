@@ -44,14 +44,13 @@ from .. import guidance as G
 from .. import zoo
 from ..evaluation import IOGMethod, evaluate, next_click
 from ..models import ARCHITECTURES, IOGRefineNetwork, build_model, load_model, resolve_device, save_model
-from ..models.checkpoint import atomic_save
+from ..models.checkpoint import atomic_save, state_path
 from .data import DEFAULT_MIN_AREA, InstanceDataset, Pair, validation_instances
 
 OPTIMIZERS = ("adamw", "sgd")
 DEFAULT_LR = {"adamw": 1e-4, "sgd": 1e-8}     # sgd: the published value, for the summed loss
 DEFAULT_WEIGHT_DECAY = {"adamw": 1e-2, "sgd": 5e-4}
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
-STATE_SUFFIX = ".state.pt"
 
 
 class TrainingError(RuntimeError):
@@ -115,11 +114,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def state_path(out: str | os.PathLike) -> Path:
-    out = Path(out)
-    return out.with_name(out.name + STATE_SUFFIX)
 
 
 # --- pieces ------------------------------------------------------------------------------------------
