@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from conftest import ThresholdPredictor, calibrate
-from napari_iog import batch, labels_io
+from napari_iog import batch, io
 from napari_iog.cli import main
 from napari_iog.models import build_model, save_model
 
@@ -88,7 +88,7 @@ def test_cli_predict_writes_tif_and_coco_then_export_round_trips(tmp_path, model
     assert labels.shape == (80, 120) and set(np.unique(labels)) <= {0, 1, 2}
     assert main(["predict", str(tmp_path / "img.tif"), "--boxes", str(boxes), "--model", str(model_file),
                  "--out", str(tmp_path / "objects.json"), "--device", "cpu"]) == 0
-    np.testing.assert_array_equal(labels_io.read_labels(tmp_path / "objects.json"), labels)
+    np.testing.assert_array_equal(io.read_labels(tmp_path / "objects.json"), labels)
     # export: tif -> COCO -> tif, identical
     assert main(["export", str(tmp_path / "labels.tif"), "--out", str(tmp_path / "again.json")]) == 0
     assert main(["export", str(tmp_path / "again.json"), "--out", str(tmp_path / "again.tif")]) == 0

@@ -214,7 +214,7 @@ def test_random_bytes_are_not_a_checkpoint(tmp_path):
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
 def test_written_files_get_the_users_usual_mode(tmp_path):
-    from napari_iog.models.checkpoint import atomic_write
+    from napari_iog.io import atomic_write
 
     path = atomic_write(tmp_path / "labels.json", lambda f: f.write("{}"), mode="w")
     mask = os.umask(0)

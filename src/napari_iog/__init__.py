@@ -1,39 +1,35 @@
 """napari-iog: three-click object segmentation (Inside-Outside Guidance) for napari.
 
-The models, geometry and predictor import without napari or Qt, so that they run on
-machines that have only torch, numpy and scikit-image.
+The names below are imported on first use, so that ``import napari_iog`` (and any of its
+numpy-only modules, such as ``napari_iog.io``) does not pull in torch, napari or Qt.
 """
 
-from .models import (
-    ARCHITECTURES,
-    CheckpointError,
-    UnknownArchitectureError,
-    build_model,
-    load_model,
-    save_model,
-)
-from .guidance import ClickError
-from .predictor import IOGPredictor, Prediction
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
 
 try:
-    from importlib.metadata import PackageNotFoundError, version
-
     __version__ = version("napari-iog")
 except PackageNotFoundError:  # a source tree that was not installed
     __version__ = "0.0.0"
 
+_EXPORTS = {
+    "ARCHITECTURES": ".models", "CheckpointError": ".models", "UnknownArchitectureError": ".models",
+    "build_model": ".models", "load_model": ".models", "save_model": ".models",
+    "ClickError": ".guidance", "IOGPredictor": ".predictor", "Prediction": ".predictor",
+    "Annotator": "._widgets.annotator",
+}
 
 
 def __getattr__(name):
-    # Annotator needs napari: imported on first use so that ``import napari_iog`` stays light.
-    if name == "Annotator":
-        from ._widgets.annotator import Annotator
-
-        return Annotator
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'napari_iog' has no attribute {name!r}")
 
 
-__all__ = [
-    "ARCHITECTURES", "Annotator", "CheckpointError", "ClickError", "IOGPredictor", "Prediction",
-    "UnknownArchitectureError", "__version__", "build_model", "load_model", "save_model",
-]
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = ["__version__", *_EXPORTS]

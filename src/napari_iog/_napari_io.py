@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import labels_io
+from . import io
 
 
 def get_coco_reader(path: str | list[str]):
@@ -24,7 +24,7 @@ def get_coco_reader(path: str | list[str]):
 
 
 def read_coco_layer(path: str) -> list[tuple[Any, dict, str]]:
-    labels = labels_io.read_coco(path)
+    labels = io.read_coco(path)
     return [(labels, {"name": Path(path).stem}, "labels")]
 
 
@@ -32,5 +32,5 @@ def write_coco_layer(path: str, data: Any, meta: dict) -> list[str]:
     """A labels layer as COCO JSON (RLE); one image per plane of a stack."""
     if isinstance(data, list):      # a multiscale layer: its full-resolution level
         data = data[0]
-    labels_io.write_coco(path, data, image_name=meta.get("name", Path(path).stem))
+    io.write_coco(path, data, image_name=meta.get("name", Path(path).stem))
     return [str(path)]

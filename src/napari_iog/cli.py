@@ -243,44 +243,18 @@ def _train(args) -> int:
     return 0 if summary["status"] == "complete" else CANCELLED_EXIT
 
 
-def _open_array(path: str | os.PathLike, what: str):
-    """An image or labels file; a .zarr folder (or any zarr store folder) opens lazily."""
-    path = Path(path)
-    if path.is_dir():
-        try:
-            import zarr
-        except ImportError as err:
-            raise ValueError(f"{path} is a folder: reading zarr needs the zarr package") from err
-        array = zarr.open(str(path), mode="r")
-        if not hasattr(array, "shape"):
-            raise ValueError(f"{path} is a zarr group, not an array: name the array inside it")
-        return array
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such {what} file")
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
-
-        return tifffile.imread(path)
-    if path.suffix.lower() == ".npy":
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im)
-
-
 def _export(args) -> int:
-    from . import labels_io
+    from . import io
 
     source = Path(args.labels)
-    labels = _open_array(source, "labels") if source.is_dir() else labels_io.read_labels(source)
+    labels = io.open_array(source, "labels") if source.is_dir() else io.read_labels(source)
     out = Path(args.out)
     suffix = out.suffix.lower()
     if suffix == ".json":
-        labels_io.write_coco(out, labels, image_name=args.image_name or source.stem,
+        io.write_coco(out, labels, image_name=args.image_name or source.stem,
                              encoding="polygon" if args.polygons else "rle", category=args.category)
     elif suffix in (".tif", ".tiff"):
-        labels_io.write_labels_tif(out, labels)
+        io.write_labels_tif(out, labels)
     else:
         raise ValueError(f"{out.name}: export writes COCO .json or label-image .tif files")
     print(f"wrote {out}", file=sys.stderr)
@@ -288,7 +262,7 @@ def _export(args) -> int:
 
 
 def _predict(args) -> int:
-    from . import batch, labels_io
+    from . import batch, io
     from .predictor import IOGPredictor
     from .training.loop import distributed_context
 
@@ -298,7 +272,7 @@ def _predict(args) -> int:
                          f"{out.suffix or 'no suffix'} is not written")
     rank, world, device, started = distributed_context(args.device)
     try:
-        image = _open_array(args.image, "image")
+        image = io.open_array(args.image, "image")
         prompts = batch.read_box_file(args.boxes)
         if not prompts:
             raise ValueError(f"{args.boxes}: no boxes")
@@ -327,10 +301,10 @@ def _predict(args) -> int:
         report = batch.write_boxes(labels, prompts, results)
         if out.suffix.lower() == ".json":
             single = [Path(args.image).name] if labels.ndim == 2 else None   # the file the boxes are on
-            labels_io.write_coco(out, labels, image_name=Path(args.image).stem, image_files=single,
+            io.write_coco(out, labels, image_name=Path(args.image).stem, image_files=single,
                                  encoding="polygon" if args.polygons else "rle")
         else:
-            labels_io.write_labels_tif(out, labels)
+            io.write_labels_tif(out, labels)
         print(f"{report.written} of {report.objects} objects written to {out}"
               + (f"; empty or covered by earlier ones: {', '.join(report.empty)}" if report.empty else "")
               + ("; CANCELLED: the rest were not segmented" if report.cancelled else ""), file=sys.stderr)

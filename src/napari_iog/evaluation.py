@@ -30,8 +30,8 @@ import numpy as np
 from scipy import ndimage
 
 from . import guidance as G
+from .io import IMAGE_SUFFIXES, read_image, read_label_image
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 DEFAULT_MAX_CLICKS = 20
 
 
@@ -47,15 +47,6 @@ class Instance:
 
 # --- datasets -----------------------------------------------------------------------------------
 
-def _read_image(path: Path) -> np.ndarray:
-    from skimage import io
-
-    image = io.imread(path)
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = image[..., :3]
-    return image
-
-
 def grabcut_dataset(root: str | Path) -> Iterator[Instance]:
     """The GrabCut benchmark layout: ``data_GT/<name>.jpg|bmp`` and ``boundary_GT/<name>.bmp``
     (0 background, 255 object, 128 the ignored band)."""
@@ -64,9 +55,9 @@ def grabcut_dataset(root: str | Path) -> Iterator[Instance]:
     for mask_path in sorted((root / "boundary_GT").glob("*.bmp")):
         if mask_path.stem not in images:
             continue
-        gt = _read_image(mask_path)
+        gt = read_image(mask_path)
         gt = gt[..., 0] if gt.ndim == 3 else gt
-        yield Instance(mask_path.stem, _read_image(images[mask_path.stem]), gt == 255, gt == 128)
+        yield Instance(mask_path.stem, read_image(images[mask_path.stem]), gt == 255, gt == 128)
 
 
 def berkeley_dataset(root: str | Path) -> Iterator[Instance]:
@@ -80,9 +71,9 @@ def berkeley_dataset(root: str | Path) -> Iterator[Instance]:
         image_path = next((p for p in candidates if p.is_file()), None)
         if image_path is None:
             continue
-        gt = _read_image(mask_path)
+        gt = read_image(mask_path)
         gt = gt[..., 0] if gt.ndim == 3 else gt
-        yield Instance(stem, _read_image(image_path), gt > 128)
+        yield Instance(stem, read_image(image_path), gt > 128)
 
 
 def labels_instances(image: np.ndarray, labels: np.ndarray, name: str = "image",
@@ -106,41 +97,6 @@ def labels_instances(image: np.ndarray, labels: np.ndarray, name: str = "image",
             yield Instance(f"{name}#{int(label_id)}", np.asarray(image), mask)
 
 
-#: more distinct colours than this (or than 10 % of the pixels, and than 256): a photo, not
-#: colour-coded labels
-PHOTO_COLOURS = 20000
-
-
-def read_label_image(path: str | Path) -> np.ndarray:
-    """An instance-label file as an integer array (0 = background).
-
-    Palette PNGs (CVPPP's) give their indices, not their colours; colour-coded RGB files give
-    one id per colour (black = background); tif stacks come back as they are.
-    """
-    path = Path(path)
-    if path.suffix.lower() == ".png":
-        from PIL import Image
-
-        with Image.open(path) as handle:
-            if handle.mode in ("P", "L", "I", "I;16"):
-                return np.asarray(handle)
-    label_image = _read_image(path)
-    if label_image.ndim == 3 and label_image.shape[2] in (3, 4) and path.suffix.lower() not in (".tif", ".tiff"):
-        flat = label_image[..., :3].reshape(-1, 3)
-        _, ids = np.unique(flat, axis=0, return_inverse=True)
-        ids = ids.reshape(-1) + 1
-        n_colours = int(ids.max()) if ids.size else 0
-        # One colour per object in a colour-coded label image; a photo has a colour almost per
-        # pixel (the RGBA astronaut: 113,381 of them).
-        if n_colours > 256 and n_colours > min(PHOTO_COLOURS, 0.1 * len(flat)):
-            raise ValueError(f"{path.name} looks like a photo ({n_colours:,} different colours), not a label "
-                             "image: give the file of object ids (0 background, 1, 2, ...) or a colour-coded "
-                             "label image with one colour per object")
-        ids[~flat.any(axis=1)] = 0
-        label_image = ids.reshape(label_image.shape[:2])
-    return label_image
-
-
 def folder_pairs(images: str | Path, labels: str | Path) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """``(name, image, label image)`` for image and label files matched by name (``a.jpg`` with
     ``a.png`` or ``a.tif``); images without a label file are left out."""
@@ -152,7 +108,7 @@ def folder_pairs(images: str | Path, labels: str | Path) -> Iterator[tuple[str, 
     for image_path in sorted(images.iterdir()):
         if image_path.suffix.lower() not in IMAGE_SUFFIXES or image_path.stem not in labels_by_stem:
             continue
-        yield image_path.stem, _read_image(image_path), read_label_image(labels_by_stem[image_path.stem])
+        yield image_path.stem, read_image(image_path), read_label_image(labels_by_stem[image_path.stem])
 
 
 def folder_dataset(images: str | Path, labels: str | Path, min_area: int = 16) -> Iterator[Instance]:

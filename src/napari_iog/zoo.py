@@ -201,7 +201,7 @@ def _recorded() -> dict[str, str]:
 def _record(filename: str, sha256: str) -> None:
     records = _recorded()
     records[filename] = sha256
-    from .models.checkpoint import atomic_write
+    from .io.atomic import atomic_write
 
     atomic_write(cache_dir() / CHECKSUMS_FILE, lambda f: json.dump(records, f, indent=1, sort_keys=True), mode="w")
 

@@ -16,14 +16,14 @@ from __future__ import annotations
 import datetime
 import os
 import re
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from torch import nn
 
+from ..io.atomic import atomic_write
 from .devices import resolve_device
 from .iog import IOGConfig, arch_name
 from .registry import ARCHITECTURES, UnknownArchitectureError, build_model, model_arch, model_config
@@ -233,33 +233,6 @@ def save_model(model: nn.Module, path: str | os.PathLike, card: Mapping[str, Any
         state_dict[key] = value.clone()
     payload = {"arch": arch, "config": model_config(model), "state_dict": state_dict, "card": card}
     return atomic_save(payload, path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO], Any], mode: str = "wb") -> Path:
-    """``write(file)`` into a temporary file beside ``path``, then rename: a crash or a kill
-    leaves the previous file whole, never half a file."""
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)     # reopened by name: some writers (tifffile) want a file with a path
-    try:
-        with open(tmp, mode) as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes the file private (0600); the user's file gets the usual umask mode.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def atomic_save(payload: Any, path: str | os.PathLike) -> Path:

@@ -26,7 +26,8 @@ import torch
 from scipy import ndimage
 
 from .. import guidance as G
-from ..evaluation import Instance, _read_image, folder_pairs, read_label_image
+from ..evaluation import Instance, folder_pairs
+from ..io import read_image, read_label_image
 from ..preprocess import image_layout, intensity_range, to_rgb255
 
 #: Objects smaller than this (pixels) are skipped: a few pixels give no usable box.
@@ -135,7 +136,7 @@ def sstem_pairs(root: str | Path, slices: Iterable[int] | None = None) -> list[P
         components, _ = ndimage.label(np.isin(classes, SSTEM_CELL_VALUES))
         sizes = np.bincount(components.ravel())
         components[sizes[components] < SSTEM_MIN_AREA] = 0
-        pairs.append(Pair(f"sstem{i:02d}", as_rgb8(_read_image(raws[i])), components.astype(np.int32),
+        pairs.append(Pair(f"sstem{i:02d}", as_rgb8(read_image(raws[i])), components.astype(np.int32),
                           SSTEM_SOURCE))
     return pairs
 
@@ -147,7 +148,7 @@ def cvppp_pairs(root: str | Path, plants: Iterable[int] | None = None) -> list[P
     if not found:
         raise FileNotFoundError(f"{root}: no plantNNN_label.png files")
     chosen = sorted(found) if plants is None else [n for n in plants if n in found]
-    return [Pair(f"plant{n:03d}", as_rgb8(_read_image(root / f"plant{n:03d}_rgb.png")),
+    return [Pair(f"plant{n:03d}", as_rgb8(read_image(root / f"plant{n:03d}_rgb.png")),
                  read_label_image(found[n]).astype(np.int32), CVPPP_SOURCE) for n in chosen]
 
 
@@ -161,7 +162,7 @@ def bsds_pairs(root: str | Path, annotator: int = 0, limit: int | None = None) -
         truth = loadmat(mat)["groundTruth"]
         k = min(annotator, truth.shape[1] - 1)
         regions = truth[0, k]["Segmentation"][0, 0].astype(np.int32)
-        pairs.append(Pair(mat.stem, as_rgb8(_read_image(root / "images" / f"{mat.stem}.jpg")), regions,
+        pairs.append(Pair(mat.stem, as_rgb8(read_image(root / "images" / f"{mat.stem}.jpg")), regions,
                           BSDS_SOURCE))
     return pairs
 

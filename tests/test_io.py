@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_iog import labels_io as L
+from napari_iog import io as L
 
 
 def some_labels(shape=(60, 80), seed=0):
@@ -40,7 +40,7 @@ def test_rle_of_a_box_region_equals_that_of_the_full_mask():
     assert L.encode_rle(region, (rows.min(), cols.min()), mask.shape) == L.encode_rle(mask)
     np.testing.assert_array_equal(L.decode_rle(L.encode_rle(mask)), mask)
     empty = np.zeros((4, 5), bool)
-    assert L.rle_counts(empty) == [20]
+    assert L.coco.rle_counts(empty) == [20]
     np.testing.assert_array_equal(L.decode_rle({"size": [4, 5], "counts": [20]}), empty)
     full = np.ones((4, 5), bool)
     np.testing.assert_array_equal(L.decode_rle(L.encode_rle(full)), full)

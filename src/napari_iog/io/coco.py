@@ -1,4 +1,4 @@
-"""Instance labels to and from files: label-image TIFFs and COCO JSON (RLE or polygons).
+"""Instance labels to and from COCO JSON (RLE or polygons).
 
 napari-free, numpy in and out. A labels array is (rows, cols) or a stack (..., rows, cols);
 each plane of a stack is one COCO image. Every annotation keeps the label id it had in the
@@ -22,15 +22,11 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from . import __version__
-from .models.checkpoint import atomic_write
+from .. import __version__
+from .atomic import atomic_write
+from .label_files import TILE, LabelsFileError, iter_planes
 
 ENCODINGS = ("rle", "polygon")
-TILE = 512
-
-
-class LabelsFileError(ValueError):
-    """A labels file that cannot be read as instance labels; says what is wrong."""
 
 
 # --- COCO run-length encoding -------------------------------------------------------------------
@@ -159,11 +155,6 @@ def polygons_mask(polygons: Sequence[Sequence[float]], size: tuple[int, int]) ->
 
 # --- labels <-> COCO ----------------------------------------------------------------------------
 
-def _planes(labels) -> Iterator[tuple[tuple[int, ...], Any]]:
-    for plane in np.ndindex(*labels.shape[:-2]):
-        yield plane, labels[plane] if plane else labels
-
-
 def _objects(plane_labels) -> Iterator[tuple[int, tuple[slice, slice], np.ndarray]]:
     """(id, bounding slices, mask in them) of each object of one plane, read tile by tile when
     the plane is not in memory."""
@@ -206,7 +197,7 @@ def labels_to_coco(labels, image_name: str = "image", encoding: str = "rle", cat
     if image_files is not None and len(image_files) != len(planes):
         raise ValueError(f"{len(image_files)} image file names for {len(planes)} planes")
     images, annotations = [], []
-    for image_id, (plane, plane_labels) in enumerate(_planes(labels), start=1):
+    for image_id, (plane, plane_labels) in enumerate(iter_planes(labels), start=1):
         if image_files is not None:
             file_name = str(image_files[image_id - 1])
         else:
@@ -298,66 +289,3 @@ def read_coco(path: str | os.PathLike, dtype=np.uint32) -> np.ndarray:
     except json.JSONDecodeError as err:
         raise LabelsFileError(f"{path} is not a JSON file: {err}") from err
     return coco_to_labels(data, dtype)
-
-
-def write_labels_tif(path: str | os.PathLike, labels) -> Path:
-    """A label-image TIFF (one page per plane, zlib-compressed); arrays not in memory are written
-    tile by tile (tiled TIFF), so no full-size copy is made."""
-    import tifffile
-
-    path = Path(path)
-    if not np.issubdtype(np.dtype(labels.dtype), np.integer):
-        raise ValueError(f"labels must be integers, got {labels.dtype}")
-    if isinstance(labels, np.ndarray):
-        return atomic_write(path, lambda f: tifffile.imwrite(f, labels, compression="zlib"))
-    height, width = labels.shape[-2:]
-
-    def tiles():
-        for plane, plane_labels in _planes(labels):
-            for r in range(0, height, TILE):
-                for c in range(0, width, TILE):
-                    tile = np.zeros((TILE, TILE), labels.dtype)
-                    block = np.asarray(plane_labels[r:r + TILE, c:c + TILE])
-                    tile[:block.shape[0], :block.shape[1]] = block
-                    yield tile
-
-    return atomic_write(path, lambda f: tifffile.imwrite(
-        f, tiles(), shape=tuple(labels.shape), dtype=labels.dtype, tile=(TILE, TILE), compression="zlib"))
-
-
-def read_labels(path: str | os.PathLike, dtype=None) -> np.ndarray:
-    """Instance labels from a TIFF, PNG (palette indices), .npy or COCO .json file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        return read_coco(path, dtype or np.uint32)
-    if suffix == ".npy":
-        labels = np.load(path, allow_pickle=False)
-    elif suffix in (".tif", ".tiff"):
-        import tifffile
-
-        labels = tifffile.imread(path)
-    elif suffix == ".png":
-        from .evaluation import read_label_image
-
-        labels = read_label_image(path)
-    else:
-        raise LabelsFileError(f"{path.name}: labels are read from .tif, .png, .npy or COCO .json files")
-    check_label_image(labels, path.name)
-    return labels.astype(dtype) if dtype is not None else labels
-
-
-def check_label_image(labels: np.ndarray, name: str) -> None:
-    """Refuse what is not an instance-label image, saying what it looks like instead."""
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise LabelsFileError(f"{name} holds {labels.dtype} values, not integer labels: a label image has one "
-                              "whole number per pixel (0 background, 1, 2, ... objects)")
-    if labels.ndim == 3 and labels.shape[-1] in (3, 4) and labels.dtype == np.uint8:
-        raise LabelsFileError(f"{name} is a colour image ({labels.shape[0]} x {labels.shape[1]} pixels with "
-                              f"{'RGBA' if labels.shape[-1] == 4 else 'RGB'} channels), not a label image: give the "
-                              "file of object ids (0 background, 1, 2, ...), e.g. one saved from a napari labels layer")
-    if labels.size and labels.min() < 0:
-        raise LabelsFileError(f"{name} has negative values (down to {labels.min()}): object ids are 0 (background) "
-                              "or positive")
