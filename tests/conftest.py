@@ -6,9 +6,10 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from napari_iog import guidance as G
+from napari_iog import geometry as G
 from napari_iog.models import build_model
 from napari_iog.predictor import IOGPredictor, Prediction
+from napari_iog.prompt import Prompt
 
 
 def synthetic_scene(height=240, width=320, seed=0, center=(120, 150), radii=(60, 80)):
@@ -77,21 +78,23 @@ class ThresholdPredictor(IOGPredictor):
         self.threshold = 0.5
         self.calls = []
 
-    def predict(self, image, corners, inside, positive=(), negative=(), *, threshold=None, **options):
-        job = self.check_prompt(image.shape[:2], dict(corners=corners, inside=inside))
-        crop = job["crop"]
-        self.calls.append((job["box"], job["inside"][0]))
+    def predict(self, image, corners=None, inside=None, positive=(), negative=(), *, prompt=None,
+                threshold=None, **options):
+        job = prompt or Prompt.check(image.shape[:2], corners, inside)
+        crop = job.crop
+        self.calls.append((job.box, job.inside[0]))
         window_data, window = G.read_crop(image, crop, image.shape[:2])
         gray = window_data if window_data.ndim == 2 else window_data[..., 0]
         bright = G.pad_to_crop((gray > 128)[..., None], window, crop)[..., 0]
         parts, _ = ndimage.label(bright)
-        r, c = job["inside"][0]
+        r, c = job.inside[0]
         probability = (parts == parts[r - crop.r0, c - crop.c0]) & bright
         probability = probability.astype(np.float32)
-        return Prediction(probability, crop, job["box"], tuple(image.shape[:2]), 0.5, {})
+        return Prediction(probability, crop, job.box, tuple(image.shape[:2]), 0.5, {})
 
     def predict_batch(self, image, prompts, **options):
-        return [self.predict(image, **prompt, **options) for prompt in prompts]
+        return [self.predict(image, prompt=p, **options) if isinstance(p, Prompt) else self.predict(image, **p, **options)
+                for p in prompts]
 
 
 class GuidanceFollower(nn.Module):

@@ -9,7 +9,7 @@ import tifffile
 from PIL import Image
 
 from napari_iog import IOGPredictor, build_model, save_model, zoo
-from napari_iog import guidance as G
+from napari_iog import geometry as G
 from napari_iog.cli import main
 from napari_iog.predictor import BlankImageWarning
 

@@ -9,7 +9,7 @@ from scipy import ndimage
 
 import opencv_protocol as ref
 from conftest import synthetic_scene
-from napari_iog import guidance as G
+from napari_iog import geometry as G
 from napari_iog.models import build_model, save_model
 from napari_iog.predictor import IOGPredictor
 
@@ -345,7 +345,7 @@ def test_valid_clicks_always_give_a_mask(exact, height, width, data):
 
 
 def test_folded_batchnorm_computes_the_same_function(calibrated_refine18):
-    from napari_iog.models.fusion import fuse_conv_bn
+    from napari_iog.models.precision import fuse_conv_bn
 
     fused = fuse_conv_bn(calibrated_refine18)
     # Only the four coarse heads keep a BN(1): it follows an upsample, not a convolution.
@@ -373,7 +373,7 @@ def test_warmup_falls_back_to_float32_when_the_fast_path_disagrees(calibrated_io
             broken.Fine_net.final_predict[2].bias.fill_(-5)
         return broken
 
-    monkeypatch.setattr(predictor_module, "fuse_conv_bn", broken_fusion)
+    monkeypatch.setattr(predictor_module, "fast_copy", broken_fusion)
     p = IOGPredictor(calibrated_iog18, device="cpu", precision="auto")
     assert p.warmup_check["kept"] is False and p.precision == "float32" and p.model is calibrated_iog18
     exact = IOGPredictor(calibrated_iog18, device="cpu", precision="float32", warmup=False)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import ThresholdPredictor
-from napari_iog.annotation import AnnotationSession
+from napari_iog.session import AnnotationSession
 from napari_iog.predictor import IOGPredictor
 
 

@@ -14,7 +14,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from napari_iog import guidance as G
+from napari_iog import geometry as G
 from napari_iog.evaluation import initial_clicks
 from napari_iog.models import build_model, load_model, save_model
 from napari_iog.predictor import IOGPredictor

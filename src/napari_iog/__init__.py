@@ -15,7 +15,7 @@ except PackageNotFoundError:  # a source tree that was not installed
 _EXPORTS = {
     "ARCHITECTURES": ".models", "CheckpointError": ".models", "UnknownArchitectureError": ".models",
     "build_model": ".models", "load_model": ".models", "save_model": ".models",
-    "ClickError": ".guidance", "IOGPredictor": ".predictor", "Prediction": ".predictor",
+    "ClickError": ".geometry", "IOGPredictor": ".predictor", "Prediction": ".predictor",
     "Annotator": "._widgets.annotator",
 }
 

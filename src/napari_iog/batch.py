@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from . import guidance as G
-from .annotation import largest_label, paint, plane_of
+from . import geometry as G
+from .labels import LabelsWriter, plane_of
+from .prompt import Prompt
 
 _X0 = ("x0", "xmin", "x_min", "left")
 _Y0 = ("y0", "ymin", "y_min", "top")
@@ -43,10 +44,11 @@ class BoxPrompt:
     label_id: int | None = None                   # None: the next free id
     source: str = ""                              # where in the file it came from, for errors
 
-    def prompt(self) -> dict[str, Any]:
+    def prompt(self, image_shape: Sequence[int]) -> Prompt:
+        """The validated prompt on an image (plane) of ``image_shape``; a ClickError if unusable."""
         (r0, c0), (r1, c1) = self.corners
         inside = self.inside if self.inside is not None else ((r0 + r1) / 2, (c0 + c1) / 2)
-        return {"corners": [self.corners[0], self.corners[1]], "inside": [inside]}
+        return Prompt.check(image_shape, [self.corners[0], self.corners[1]], [inside])
 
 
 class BoxFileError(ValueError):
@@ -147,28 +149,32 @@ def spatial_shape(image, prompts: Sequence[BoxPrompt]) -> tuple[int, ...]:
     return shape[:leading + 2]
 
 
-def check_boxes(predictor, spatial: tuple[int, ...], prompts: Sequence[BoxPrompt]) -> None:
-    """Every prompt against the image, before any network work: a :class:`BoxFileError`
-    names the first bad one."""
+def check_boxes(spatial: tuple[int, ...], prompts: Sequence[BoxPrompt]) -> list[Prompt]:
+    """Every box against the image, before any network work: their validated prompts, or a
+    :class:`BoxFileError` that names the first bad one."""
+    checked = []
     for p in prompts:
         if len(p.plane) != len(spatial) - 2 or any(not 0 <= v < n for v, n in zip(p.plane, spatial)):
             raise BoxFileError(f"{p.source}: plane {p.plane} is not a plane of an image of shape {spatial}")
         try:
-            predictor.check_prompt(spatial[-2:], p.prompt())
+            checked.append(p.prompt(spatial[-2:]))
         except G.ClickError as err:
             raise BoxFileError(f"{p.source}: {err}") from err
+    return checked
 
 
-def predict_boxes(predictor, image, prompts: Sequence[BoxPrompt], select: Sequence[int] | None = None,
-                  batch_size: int | None = None, on_progress: Callable[[int, int], None] | None = None,
+def predict_boxes(predictor, image, boxes: Sequence[BoxPrompt], prompts: Sequence[Prompt],
+                  select: Sequence[int] | None = None, batch_size: int | None = None,
+                  on_progress: Callable[[int, int], None] | None = None,
                   should_stop: Callable[[], bool] | None = None, **predict_options
                   ) -> dict[int, tuple[G.Box, np.ndarray]]:
-    """``{prompt index: (window, mask in window)}`` for the prompts ``select`` (all by default),
-    batched per plane. Stops early (returning what is done) when ``should_stop`` says so."""
-    select = range(len(prompts)) if select is None else select
+    """``{box index: (window, mask in window)}`` for the boxes ``select`` (all by default), from
+    their prompts as :func:`check_boxes` made them, batched per plane. Stops early (returning
+    what is done) when ``should_stop`` says so."""
+    select = range(len(boxes)) if select is None else select
     by_plane: dict[tuple[int, ...], list[int]] = {}
     for i in select:
-        by_plane.setdefault(prompts[i].plane, []).append(i)
+        by_plane.setdefault(boxes[i].plane, []).append(i)
     chunk = batch_size or (16 if getattr(predictor.device, "type", "cpu") == "cuda" else 4)
     results: dict[int, tuple[G.Box, np.ndarray]] = {}
     for plane, indices in by_plane.items():
@@ -177,7 +183,7 @@ def predict_boxes(predictor, image, prompts: Sequence[BoxPrompt], select: Sequen
             if should_stop is not None and should_stop():
                 return results
             batch = indices[start:start + chunk]
-            predictions = predictor.predict_batch(plane_image, [prompts[i].prompt() for i in batch],
+            predictions = predictor.predict_batch(plane_image, [prompts[i] for i in batch],
                                                   batch_size=chunk, **predict_options)
             for i, prediction in zip(batch, predictions):
                 results[i] = (prediction.window, prediction.window_mask())
@@ -190,18 +196,14 @@ def write_boxes(labels, prompts: Sequence[BoxPrompt], results: dict[int, tuple[G
     """Write the results in the prompts' order, each into pixels no earlier object took; a
     prompt without a ``label_id`` gets the next free id."""
     report = BatchReport(objects=len(prompts), empty=[], cancelled=len(results) < len(prompts))
-    next_id = largest_label(labels) + 1
-    for i in sorted(results):
-        window, mask = results[i]
-        plane = prompts[i].plane
-        label_id = int(prompts[i].label_id) if prompts[i].label_id is not None else next_id
-        if label_id > np.iinfo(labels.dtype).max:
-            raise ValueError(f"label id {label_id} does not fit the labels' dtype {labels.dtype}")
-        if paint(labels, plane, window, mask, label_id) is None:
-            report.empty.append(prompts[i].source)
-            continue
-        report.written += 1
-        next_id = max(next_id, label_id + 1)
+    writer = LabelsWriter(labels)
+    with writer.edit() as edit:
+        for i in sorted(results):
+            window, mask = results[i]
+            if writer.paint(edit, prompts[i].plane, window, mask, prompts[i].label_id) is None:
+                report.empty.append(prompts[i].source)
+            else:
+                report.written += 1
     return report
 
 
@@ -215,7 +217,7 @@ def segment_boxes(predictor, image, prompts: Sequence[BoxPrompt], labels=None, b
         labels = np.zeros(spatial, np.uint32)
     elif tuple(labels.shape) != spatial:
         raise ValueError(f"labels of shape {tuple(labels.shape)} do not match the image's {spatial}")
-    check_boxes(predictor, spatial, prompts)
-    results = predict_boxes(predictor, image, prompts, None, batch_size, on_progress, should_stop,
+    checked = check_boxes(spatial, prompts)
+    results = predict_boxes(predictor, image, prompts, checked, None, batch_size, on_progress, should_stop,
                             **predict_options)
     return labels, write_boxes(labels, prompts, results)

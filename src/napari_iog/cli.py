@@ -278,13 +278,13 @@ def _predict(args) -> int:
             raise ValueError(f"{args.boxes}: no boxes")
         spatial = batch.spatial_shape(image, prompts)
         predictor = IOGPredictor(args.model, device=device)
-        batch.check_boxes(predictor, spatial, prompts)
+        checked = batch.check_boxes(spatial, prompts)
         bar = ProgressBar(len(prompts), "predict") if rank == 0 else None
         cancel = {"asked": False}
         signal.signal(signal.SIGINT, lambda *a: cancel.__setitem__("asked", True))
         mine = range(rank, len(prompts), world)
         results = batch.predict_boxes(
-            predictor, image, prompts, mine, args.batch_size,
+            predictor, image, prompts, checked, mine, args.batch_size,
             on_progress=(lambda done, total: bar.update(done * world)) if bar else None,
             should_stop=lambda: cancel["asked"])
         if world > 1:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from . import guidance as G
+from . import geometry as G
 from .io import IMAGE_SUFFIXES, read_image, read_label_image
 
 DEFAULT_MAX_CLICKS = 20

@@ -3,6 +3,11 @@
     p = IOGPredictor("IOG_PASCAL_SBD.pth")
     res = p.predict(image, corners=((r0, c0), (r1, c1)), inside=(r, c))
     res.mask, res.probability, res.box, res.crop_box, res.timings
+
+The keyword API makes a :class:`~napari_iog.prompt.Prompt` (validated clicks) and calls the
+typed inner path, ``predict(image, prompt=...)``, which callers that validated already (the
+annotation session, batch prediction) use directly. Precision and the fast path are
+``models.precision``'s.
 """
 
 from __future__ import annotations
@@ -21,20 +26,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import guidance as G
+from . import geometry as G
 from . import zoo
 from .models import IOGRefineNetwork, load_model, resolve_device
-from .models.fusion import fuse_conv_bn
+from .models.precision import PRECISIONS, FastPathCheck, autocast, choose_precision, fast_copy
 from .preprocess import ImageLayout, image_layout, intensity_range, to_rgb255
+from .prompt import ExtremePrompt, Prompt
 
 DEFAULT_THRESHOLD = 0.5
+DEXTR_THRESHOLD = 0.8
 
 
 class BlankImageWarning(UserWarning):
     """The image holds no contrast where the object should be."""
-
-DEXTR_THRESHOLD = 0.8
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -84,23 +88,41 @@ class Prediction:
         return self.crop_mask[self.window.slices_within(self.crop_box)]
 
 
-def _points(value, what: str) -> list[Sequence[float]]:
-    """One (row, col) or a list of them -> a list."""
-    if value is None:
-        return []
-    arr = np.asarray(value, dtype=object)
-    if arr.ndim == 1 and len(arr) == 2 and not isinstance(arr[0], (list, tuple, np.ndarray)):
-        return [tuple(value)]
-    try:
-        return [tuple(p) for p in value]
-    except TypeError as err:
-        raise G.ClickError(f"{what} must be a (row, col) pair or a list of them, got {value!r}") from err
+
+@dataclass
+class NetworkInput:
+    """What the network is fed for one prompt."""
+
+    x: torch.Tensor                 # [5, 512, 512]: RGB 0..255 and the two guidance maps
+    clicks: torch.Tensor | None     # [2, 512, 512] click maps for refinement models
+    prompt: Prompt
+    cache_key: tuple | None         # refinement models: the object whose features may be reused
+    read_s: float
+    prepare_s: float
 
 
-def _cpu_has_fast_bf16() -> bool:
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+@dataclass
+class _ImageReader:
+    """One image as the network reads it: its layout and intensity range, decided once."""
+
+    image: Any
+    layout: ImageLayout
+    value_range: tuple[float, float] | None
+
+    @classmethod
+    def of(cls, image, channels, contrast_limits) -> _ImageReader:
+        layout = image_layout(image, channels)
+        return cls(image, layout, intensity_range(image, layout, contrast_limits))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.layout.shape
+
+    def crop_rgb(self, crop: G.Box) -> np.ndarray:
+        """The crop as RGB 0..255, zero outside the image; only the crop is read."""
+        window_data, window = G.read_crop(self.image, crop, self.layout.shape)
+        rgb = to_rgb255(window_data, self.layout, self.value_range, lazy=not isinstance(self.image, np.ndarray))
+        return G.pad_to_crop(rgb, window, crop)
 
 
 class IOGPredictor:
@@ -142,37 +164,18 @@ class IOGPredictor:
         self.postprocess = bool(postprocess)
         self._features: OrderedDict[tuple, tuple] = OrderedDict()
         self._cache_size = cache_size
-        self.precision = self._choose_precision(precision)
+        self.precision = choose_precision(precision, self.device)
         exact_model = self.model
-        if precision != "float32":
-            # The fast path: BN folded into the convolutions (a copy: the caller's module is
-            # left as it is) and channels_last, which oneDNN and cuDNN run fastest.
-            self.model = fuse_conv_bn(self.model).to(memory_format=torch.channels_last)
         self._fast = precision != "float32"
+        if self._fast:
+            self.model = fast_copy(self.model)
         if warmup:
             self._warmup(exact_model if precision == "auto" else None)
-
-    # --- precision -------------------------------------------------------------------------
-
-    def _choose_precision(self, precision: str) -> str:
-        if precision != "auto":
-            return precision
-        if self.device.type == "cuda":
-            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        if self.device.type == "cpu" and _cpu_has_fast_bf16():
-            return "bfloat16"
-        return "float32"
-
-    def _autocast(self):
-        if self.precision == "float32":
-            return torch.autocast(self.device.type, enabled=False)
-        dtype = torch.bfloat16 if self.precision == "bfloat16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
 
     def _warmup(self, exact_model: nn.Module | None) -> None:
         """One forward pass on a synthetic object (a disc). With ``exact_model``, compare the
         fast path with the exact float32 network on it and fall back to the exact network if
-        the mask changes (IoU < 0.98 or mean |dp| > 0.02)."""
+        the mask changes (``models.precision.FastPathCheck``)."""
         size = G.FRAME
         yy, xx = np.mgrid[:size, :size]
         disc = ((yy - 256) ** 2 + (xx - 240) ** 2 < 150**2).astype(np.float32)
@@ -188,13 +191,9 @@ class IOGPredictor:
             return
         with torch.inference_mode():
             exact = torch.sigmoid(exact_model(x.to(self.device)).float())
-        a, b = fast > 0.5, exact > 0.5
-        union = int((a | b).sum())
-        iou = 1.0 if union == 0 else int((a & b).sum()) / union
-        mean_dp = float((fast - exact).abs().mean())
-        kept = iou >= 0.98 and mean_dp <= 0.02
-        self.warmup_check = {"precision": self.precision, "iou": iou, "mean_abs_dp": mean_dp, "kept": kept}
-        if not kept:
+        check = FastPathCheck.compare(self.precision, fast, exact)
+        self.warmup_check = check.to_dict()
+        if not check.kept:
             self.model, self.precision, self._fast = exact_model, "float32", False
 
     # --- network calls -----------------------------------------------------------------------
@@ -205,95 +204,97 @@ class IOGPredictor:
 
     @torch.inference_mode()
     def _forward(self, x: torch.Tensor, clicks: torch.Tensor | None = None) -> torch.Tensor:
-        with self._autocast():
+        with autocast(self.precision, self.device):
             x = self._to_device(x)
-            if clicks is not None:
-                out = self.model(x, self._to_device(clicks))
-            else:
-                out = self.model(x)
+            out = self.model(x) if clicks is None else self.model(x, self._to_device(clicks))
         return out.float()
 
     @torch.inference_mode()
     def _encode(self, x: torch.Tensor):
-        with self._autocast():
+        with autocast(self.precision, self.device):
             return self.model.encode(self._to_device(x))
 
     @torch.inference_mode()
     def _decode(self, features, clicks: torch.Tensor) -> torch.Tensor:
-        with self._autocast():
+        with autocast(self.precision, self.device):
             return self.model.decode(features, self._to_device(clicks)).float()
 
     # --- public API ---------------------------------------------------------------------------
 
-    def predict(self, image, corners: Sequence[Sequence[float]], inside, positive=(), negative=(),
-                *, threshold: float | None = None, channels: Sequence[int] | None = None,
-                contrast_limits: Sequence[float] | None = None, postprocess: bool | None = None) -> Prediction:
+    def predict(self, image, corners: Sequence[Sequence[float]] | None = None, inside=None, positive=(),
+                negative=(), *, prompt: Prompt | None = None, threshold: float | None = None,
+                channels: Sequence[int] | None = None, contrast_limits: Sequence[float] | None = None,
+                postprocess: bool | None = None) -> Prediction:
         """Segment the object in the box spanned by ``corners`` with the ``inside`` click(s).
 
         ``positive``/``negative`` are correction clicks. All points are (row, col) in the
         image's pixel coordinates. A click that cannot be used raises a
-        :class:`~napari_iog.guidance.ClickError` (a ``ValueError``) naming it.
+        :class:`~napari_iog.geometry.ClickError` (a ``ValueError``) naming it. ``prompt``: a
+        :class:`~napari_iog.prompt.Prompt` checked already, instead of the clicks.
         """
-        prompt = dict(corners=corners, inside=inside, positive=positive, negative=negative)
-        return self._predict_many(image, [prompt], None, threshold, channels, contrast_limits,
-                                  use_cache=True, postprocess=postprocess)[0]
+        reader = _ImageReader.of(image, channels, contrast_limits)
+        if prompt is None:
+            if corners is None or inside is None:
+                raise G.ClickError("a prompt needs two corner clicks and at least one inside click")
+            prompt = Prompt.check(reader.shape, corners, inside, positive, negative)
+        return self._predict_many(reader, [prompt.on(reader.shape)], None, threshold, postprocess,
+                                  use_cache=True)[0]
 
-    def predict_batch(self, image, prompts: Sequence[Mapping[str, Any]], *, batch_size: int | None = None,
+    def predict_batch(self, image, prompts: Sequence[Prompt | Mapping[str, Any]], *, batch_size: int | None = None,
                       threshold: float | None = None, channels: Sequence[int] | None = None,
                       contrast_limits: Sequence[float] | None = None,
                       postprocess: bool | None = None) -> list[Prediction]:
         """Segment many objects of one image in batched forward passes.
 
-        Each prompt is a mapping with ``corners`` and ``inside`` (and optionally ``positive``,
-        ``negative``). Every prompt is checked before any network work starts.
+        Each prompt is a :class:`~napari_iog.prompt.Prompt` or a mapping with ``corners`` and
+        ``inside`` (and optionally ``positive``, ``negative``). Every prompt is checked before
+        any network work starts.
         """
-        return self._predict_many(image, prompts, batch_size, threshold, channels, contrast_limits,
-                                  use_cache=False, postprocess=postprocess)
+        reader = _ImageReader.of(image, channels, contrast_limits)
+        checked = [p.on(reader.shape) if isinstance(p, Prompt) else Prompt.from_mapping(reader.shape, p)
+                   for p in prompts]
+        return self._predict_many(reader, checked, batch_size, threshold, postprocess, use_cache=False)
 
-    def _predict_many(self, image, prompts, batch_size, threshold, channels, contrast_limits,
-                      use_cache: bool, postprocess: bool | None = None) -> list[Prediction]:
+    def _predict_many(self, reader: _ImageReader, prompts: Sequence[Prompt], batch_size: int | None,
+                      threshold: float | None, postprocess: bool | None, use_cache: bool) -> list[Prediction]:
         """``use_cache``: refinement models reuse an object's backbone features across clicks."""
         if self.is_dextr:
             raise ValueError(f"{self.arch} takes four extreme points: use predict_extreme")
         start = time.perf_counter()
-        layout = image_layout(image, channels)
-        value_range = intensity_range(image, layout, contrast_limits)
         threshold = self.threshold if threshold is None else float(threshold)
-        jobs = [self.check_prompt(layout.shape, p) for p in prompts]
-        prepared = [self._prepare(image, layout, value_range, job) for job in jobs]
-        for p in prepared:
-            if float(p["x"][:3].amax() - p["x"][:3].amin()) == 0:
-                warnings.warn(f"the image is blank (one value everywhere) in the box rows {p['box'].r0}..{p['box'].r1}, "
-                              f"cols {p['box'].c0}..{p['box'].c1}: there is nothing to segment, the mask only "
+        postprocess = self.postprocess if postprocess is None else bool(postprocess)
+        inputs = [self._prepare(reader, prompt) for prompt in prompts]
+        for item in inputs:
+            if float(item.x[:3].amax() - item.x[:3].amin()) == 0:
+                box = item.prompt.box
+                warnings.warn(f"the image is blank (one value everywhere) in the box rows {box.r0}..{box.r1}, "
+                              f"cols {box.c0}..{box.c1}: there is nothing to segment, the mask only "
                               "follows the clicks", BlankImageWarning, stacklevel=3)
         t_prepared = time.perf_counter()
         if batch_size is None:
             batch_size = 16 if self.device.type == "cuda" else 2
         logits: list[torch.Tensor] = []
-        for i in range(0, len(prepared), batch_size):
-            chunk = prepared[i:i + batch_size]
+        for i in range(0, len(inputs), batch_size):
+            chunk = inputs[i:i + batch_size]
             if use_cache and self.is_refine and len(chunk) == 1:
                 logits.append(self._refine_with_cache(chunk[0]))
                 continue
-            x = torch.stack([p["x"] for p in chunk])
-            clicks = torch.stack([p["clicks"] for p in chunk]) if self.is_refine else None
+            x = torch.stack([item.x for item in chunk])
+            clicks = torch.stack([item.clicks for item in chunk]) if self.is_refine else None
             logits.extend(self._forward(x, clicks))
         t_forward = time.perf_counter()
-        results = []
-        for p, logit in zip(prepared, logits):
-            crop_probability = self._to_crop(logit, p["crop"])
-            results.append(Prediction(crop_probability, p["crop"], p["box"], layout.shape, threshold,
-                                      p["clicks_used"],
-                                      postprocess=self.postprocess if postprocess is None else bool(postprocess)))
+        results = [Prediction(self._to_crop(logit, item.prompt.crop), item.prompt.crop, item.prompt.box,
+                              reader.shape, threshold, item.prompt.clicks(), postprocess=postprocess)
+                   for item, logit in zip(inputs, logits)]
         t_end = time.perf_counter()
-        n = max(len(prepared), 1)
-        for r, p in zip(results, prepared):
-            r.timings = {"read": p["t_read"], "prepare": p["t_prepare"],
-                         "forward": (t_forward - t_prepared) / n,
-                         "paste": (t_end - t_forward) / n, "total": (t_end - start) / n}
+        n = max(len(inputs), 1)
+        for result, item in zip(results, inputs):
+            result.timings = {"read": item.read_s, "prepare": item.prepare_s, "forward": (t_forward - t_prepared) / n,
+                              "paste": (t_end - t_forward) / n, "total": (t_end - start) / n}
         return results
 
-    def predict_extreme(self, image, points: Sequence[Sequence[float]], *, threshold: float | None = None,
+    def predict_extreme(self, image, points: Sequence[Sequence[float]] | None = None, *,
+                        prompt: ExtremePrompt | None = None, threshold: float | None = None,
                         channels: Sequence[int] | None = None,
                         contrast_limits: Sequence[float] | None = None) -> Prediction:
         """DEXTR: segment from the object's four extreme points (left, right, top, bottom in any
@@ -302,13 +303,12 @@ class IOGPredictor:
         if not self.is_dextr:
             raise ValueError(f"{self.arch} is an IOG model: use predict(corners=..., inside=...)")
         start = time.perf_counter()
-        layout = image_layout(image, channels)
-        value_range = intensity_range(image, layout, contrast_limits)
-        pixels, box = self.check_extreme(layout.shape, points)
-        crop = box.grow(G.DEXTR_RELAX)
-        rgb = self._read(image, layout, value_range, crop)
+        reader = _ImageReader.of(image, channels, contrast_limits)
+        prompt = (ExtremePrompt.check(reader.shape, points) if prompt is None else prompt).on(reader.shape)
+        crop, box = prompt.crop, prompt.box
+        rgb = reader.crop_rgb(crop)
         x_img = G.resize_bicubic(torch.from_numpy(rgb).permute(2, 0, 1)[None], (G.FRAME, G.FRAME))[0]
-        heat = G.scale_to_255(G.gaussian_map(G.to_frame_truncating(pixels, crop)))
+        heat = G.scale_to_255(G.gaussian_map(G.to_frame_truncating(np.array(prompt.points, np.float64), crop)))
         x = torch.cat([x_img, torch.from_numpy(heat)[None]])[None]
         t_prepared = time.perf_counter()
         logit = self._forward(x)[0]
@@ -319,7 +319,7 @@ class IOGPredictor:
         prob *= inner
         threshold = self.threshold if threshold is None else float(threshold)
         t_end = time.perf_counter()
-        return Prediction(prob, crop, box, layout.shape, threshold, {"extreme": pixels.tolist()},
+        return Prediction(prob, crop, box, reader.shape, threshold, prompt.clicks(),
                           {"prepare": t_prepared - start, "forward": t_forward - t_prepared,
                            "paste": t_end - t_forward, "total": t_end - start})
 
@@ -329,92 +329,38 @@ class IOGPredictor:
                       ) -> tuple[torch.Tensor, torch.Tensor | None, G.Box]:
         """What the network is fed for these clicks: the 5-channel input ``[5, 512, 512]``, the
         click maps ``[2, 512, 512]`` for refinement models (else None), and the crop box."""
-        layout = image_layout(image, channels)
-        value_range = intensity_range(image, layout, contrast_limits)
-        job = self.check_prompt(layout.shape, dict(corners=corners, inside=inside, positive=positive,
-                                                   negative=negative))
-        p = self._prepare(image, layout, value_range, job)
-        return p["x"], p["clicks"], p["crop"]
+        reader = _ImageReader.of(image, channels, contrast_limits)
+        item = self._prepare(reader, Prompt.check(reader.shape, corners, inside, positive, negative))
+        return item.x, item.clicks, item.prompt.crop
 
     def clear_cache(self) -> None:
         """Forget the cached backbone features (refinement models)."""
         self._features.clear()
 
-    # --- checking clicks (no network) ---------------------------------------------------------
-
-    @staticmethod
-    def check_extreme(image_shape: Sequence[int], points) -> tuple[np.ndarray, G.Box]:
-        """The four extreme points as pixels and their box; a ClickError when they cannot be used."""
-        pts = _points(points, "extreme points")
-        if len(pts) != 4:
-            raise G.ClickError(f"DEXTR needs exactly four extreme points, got {len(pts)}")
-        pixels = np.array([G.pixel(p, image_shape, "extreme point") for p in pts], dtype=np.float64)
-        return pixels, G.box_from_points(pixels, image_shape, "extreme point")
-
-    @staticmethod
-    def check_prompt(image_shape: Sequence[int], prompt: Mapping[str, Any]) -> dict[str, Any]:
-        """Check one prompt's clicks against an image of ``image_shape`` (rows, cols) without
-        running the network: a :class:`~napari_iog.guidance.ClickError` names the bad click."""
-        shape = tuple(image_shape[:2])
-        unknown = set(prompt) - {"corners", "inside", "positive", "negative"}
-        if unknown:
-            raise ValueError(f"unknown prompt entries {sorted(unknown)}: use corners, inside, positive, negative")
-        if "corners" not in prompt or "inside" not in prompt:
-            raise G.ClickError("a prompt needs two corner clicks and at least one inside click")
-        box = G.box_from_corners(_points(prompt["corners"], "corners"), shape)
-        crop = box.grow(G.RELAX)
-        inside = [G.pixel(p, shape, "inside click") for p in _points(prompt["inside"], "inside")]
-        if not inside:
-            raise G.ClickError("at least one inside click is needed")
-        for p in inside:
-            if not box.contains(p):
-                raise G.ClickError(f"the inside click at (row {p[0]}, col {p[1]}) is outside the box "
-                                   f"rows {box.r0}..{box.r1}, cols {box.c0}..{box.c1}")
-        corrections = {}
-        for role in ("positive", "negative"):
-            pts = [G.pixel(p, shape, f"{role} click") for p in _points(prompt.get(role), role)]
-            for p in pts:
-                if not crop.contains(p):
-                    raise G.ClickError(
-                        f"the {role} click at (row {p[0]}, col {p[1]}) is outside the region the network "
-                        f"sees (the box grown by {G.RELAX} px); draw a larger box instead")
-            corrections[role] = pts
-        return {"box": box, "crop": crop, "inside": inside, **corrections}
-
     # --- steps ---------------------------------------------------------------------------------
 
-    def _read(self, image, layout: ImageLayout, value_range, crop: G.Box) -> np.ndarray:
-        window_data, window = G.read_crop(image, crop, layout.shape)
-        rgb = to_rgb255(window_data, layout, value_range, lazy=not isinstance(image, np.ndarray))
-        return G.pad_to_crop(rgb, window, crop)
-
-    def _prepare(self, image, layout: ImageLayout, value_range, job: dict[str, Any]) -> dict[str, Any]:
+    def _prepare(self, reader: _ImageReader, prompt: Prompt) -> NetworkInput:
         t0 = time.perf_counter()
-        crop, box = job["crop"], job["box"]
-        rgb = self._read(image, layout, value_range, crop)
+        rgb = reader.crop_rgb(prompt.crop)
         t1 = time.perf_counter()
-        x, clicks_t = G.frame_input(rgb, crop, box, job["inside"], job["positive"], job["negative"],
-                                    refine=self.is_refine)
+        x, clicks = G.frame_input(rgb, prompt.crop, prompt.box, prompt.inside, prompt.positive, prompt.negative,
+                                  refine=self.is_refine)
         key = None
         if self.is_refine:
             digest = hashlib.blake2b(rgb.tobytes(), digest_size=16).hexdigest()
-            key = (digest, box.as_tuple(), tuple(map(tuple, job["inside"])))
-        return {"x": x, "clicks": clicks_t, "crop": crop, "box": box, "cache_key": key,
-                "clicks_used": {"corners": [(box.r0, box.c0), (box.r1, box.c1)], "inside": job["inside"],
-                                "positive": job["positive"], "negative": job["negative"]},
-                "t_read": t1 - t0, "t_prepare": time.perf_counter() - t1}
+            key = (digest, prompt.box.as_tuple(), prompt.inside)
+        return NetworkInput(x, clicks, prompt, key, t1 - t0, time.perf_counter() - t1)
 
-    def _refine_with_cache(self, p: dict[str, Any]) -> torch.Tensor:
-        key = p["cache_key"]
-        features = self._features.get(key)
+    def _refine_with_cache(self, item: NetworkInput) -> torch.Tensor:
+        features = self._features.get(item.cache_key)
         if features is None:
-            features = self._encode(p["x"][None])
-            self._features[key] = features
+            features = self._encode(item.x[None])
+            self._features[item.cache_key] = features
             while len(self._features) > self._cache_size:
                 self._features.popitem(last=False)
         else:
-            self._features.move_to_end(key)
-        return self._decode(features, p["clicks"][None])[0]
+            self._features.move_to_end(item.cache_key)
+        return self._decode(features, item.clicks[None])[0]
 
     def _to_crop(self, logit: torch.Tensor, crop: G.Box) -> np.ndarray:
         """Fine logits (1, 512, 512) -> sigmoid -> bicubic to the crop's size, clipped to 0..1."""

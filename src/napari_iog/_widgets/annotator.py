@@ -9,7 +9,7 @@ It owns three helper layers beside the user's image and labels layers:
 * ``IOG current object`` (labels): the prediction drawn as a yellow outline (committed objects
   are filled), a layer only as large as the crop the network saw, placed over the image.
 
-All rules (roles, commit, preserve, undo) are :class:`~napari_iog.annotation.AnnotationSession`'s;
+All rules (roles, commit, preserve, undo) are :class:`~napari_iog.session.AnnotationSession`'s;
 this class converts coordinates (world <-> the image's data coordinates, here and nowhere
 else), runs predictions off the main thread, and draws.
 """
@@ -29,8 +29,8 @@ from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 
-from .. import guidance as G
-from ..annotation import ROLES, AnnotationSession
+from .. import geometry as G
+from ..session import ROLES, AnnotationSession
 from ..predictor import IOGPredictor
 from ..preprocess import ChannelStack
 
@@ -402,8 +402,8 @@ class Annotator:
         self._refuse_while_propagating()
         self._join_worker()
         prompts = self.boxes_of(shapes_layer)
-        batch.check_boxes(self.predictor, self.spatial_shape, prompts)
-        results = batch.predict_boxes(self.predictor, self.session.image, prompts,
+        checked = batch.check_boxes(self.spatial_shape, prompts)
+        results = batch.predict_boxes(self.predictor, self.session.image, prompts, checked,
                                       **self.session.predict_options)
         return self._commit_box_results(prompts, results)
 
@@ -425,9 +425,8 @@ class Annotator:
 
         def prepare():
             prompts = self.boxes_of(shapes_layer)
-            batch.check_boxes(self.predictor, self.spatial_shape, prompts)
-            return prompts
-        prompts = self._guarded(prepare)
+            return prompts, batch.check_boxes(self.spatial_shape, prompts)
+        prompts, checked = self._guarded(prepare) or (None, None)
         if prompts is None:
             return
         from napari.qt.threading import create_worker
@@ -442,7 +441,7 @@ class Annotator:
             step = 16 if self.predictor.device.type == "cuda" else 4
             for start in range(0, len(prompts), step):
                 chosen = range(start, min(start + step, len(prompts)))
-                results.update(batch.predict_boxes(self.predictor, image, prompts, chosen, **options))
+                results.update(batch.predict_boxes(self.predictor, image, prompts, checked, chosen, **options))
                 yield len(chosen)
 
         worker = create_worker(in_batches, _start_thread=False, _ignore_errors=True)
@@ -471,7 +470,7 @@ class Annotator:
 
     def propagate(self, axis: int | None = None, **options) -> Any:
         """Carry the last committed object through the stack (see
-        :meth:`~napari_iog.annotation.AnnotationSession.propagate` for ``options``), synchronously.
+        :meth:`~napari_iog.session.AnnotationSession.propagate` for ``options``), synchronously.
         ``axis``: which leading axis (default: the one just before rows, z of (t, z, y, x))."""
         self._refuse_while_propagating()
         self._join_worker()
@@ -492,7 +491,7 @@ class Annotator:
             self._notify("wait until the current prediction or propagation ends")
             return
         axis = len(self.spatial_shape) - 3 if axis is None else axis
-        result, steps = self._guarded(lambda: self.session.propagation(axis=axis, **options)) or (None, None)
+        result = self._guarded(lambda: self.session.propagation(axis=axis, **options))
         if result is None:
             return
         from napari.qt.threading import create_worker
@@ -501,10 +500,10 @@ class Annotator:
         stop = threading.Event()
 
         def plane_by_plane():
-            for step in steps:
+            for step in result:
                 yield step
                 if stop.is_set():
-                    steps.close()
+                    result.close()
                     return
 
         bar = progress(total=max(result.planes_at_most, 1), desc=f"propagating object {result.label_id}")

@@ -6,7 +6,7 @@ folders (:func:`pairs_from_folders`), or from the real datasets beside the proje
 (:func:`sstem_pairs`, :func:`cvppp_pairs`, :func:`bsds_pairs`).
 
 :class:`InstanceDataset` turns every object into the input the network sees at test time,
-with the predictor's own code (:func:`napari_iog.guidance.frame_input`): the box is the
+with the predictor's own code (:func:`napari_iog.geometry.frame_input`): the box is the
 object's tight box (optionally jittered like a real user's), the crop is the box grown by
 ``RELAX``, the outside guidance is the box's corners +-10 px in the 512 frame and the inside
 guidance is the most interior pixel (optionally jittered). Augmentation as published: random
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .. import guidance as G
+from .. import geometry as G
 from ..evaluation import Instance, folder_pairs
 from ..io import read_image, read_label_image
 from ..preprocess import image_layout, intensity_range, to_rgb255

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
-from .. import guidance as G
+from .. import geometry as G
 from .. import zoo
 from ..evaluation import IOGMethod, evaluate, next_click
 from ..models import ARCHITECTURES, IOGRefineNetwork, build_model, load_model, resolve_device, save_model

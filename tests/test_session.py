@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_scene
-from napari_iog import guidance as G
-from napari_iog.annotation import AnnotationSession
+from napari_iog import geometry as G
+from napari_iog.session import AnnotationSession
 from napari_iog.models import build_model
 from napari_iog.predictor import IOGPredictor
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from napari_iog import guidance as G
+from napari_iog import geometry as G
 
 
 @settings(max_examples=60, deadline=None)
