@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the OpenCV reference protocol and the
 import opencv_protocol  # noqa: E402
 from conftest import calibrate, synthetic_scene  # noqa: E402
 
-from napari_iog import guidance as G  # noqa: E402
+from napari_iog import geometry as G  # noqa: E402
 from napari_iog.models import build_model, load_model  # noqa: E402
 from napari_iog.predictor import IOGPredictor  # noqa: E402
 

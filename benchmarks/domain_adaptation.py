@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from napari_iog.training import TrainConfig, cvppp_pairs, sstem_pairs, train
+from napari_iog.training.events import to_json
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -63,9 +64,10 @@ def main(argv=None) -> int:
     events = []
 
     def log(event):
-        events.append(event)
-        if event["event"] in ("start", "validation", "end") or event.get("step", 0) % 10 == 0:
-            brief = {k: v for k, v in event.items() if k not in ("data", "val_history", "rank_digests")}
+        record = json.loads(to_json(event))
+        events.append(record)
+        if event.kind in ("start", "validation", "end") or record.get("step", 0) % 10 == 0:
+            brief = {k: v for k, v in record.items() if k not in ("data", "val_history", "rank_digests")}
             print(json.dumps(brief), flush=True)
 
     start = time.perf_counter()

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_iog import guidance as G
-from napari_iog.annotation import AnnotationSession
+from napari_iog import geometry as G
+from napari_iog.session import AnnotationSession
 from napari_iog.predictor import IOGPredictor
 from napari_iog.training import sstem_pairs
 

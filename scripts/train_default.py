@@ -40,6 +40,7 @@ from napari_iog import evaluation as E
 from napari_iog.models import build_model, load_imagenet_weights, load_model, save_model
 from napari_iog.predictor import IOGPredictor
 from napari_iog.training import TrainConfig, bsds_pairs, cvppp_pairs, split_pairs, sstem_pairs, train
+from napari_iog.training.events import to_json
 from napari_iog.training.synthetic import synthetic_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,8 +142,8 @@ def main(argv=None) -> int:
                              val_objects=200, seed=args.seed, freeze_bn=False, resume=args.resume,
                              half=args.half)
         summary = train(config, train_pairs, val_pairs,
-                        on_event=lambda e: print(json.dumps(e), flush=True) if e["event"] != "step"
-                        or e["step"] % 50 == 0 else None,
+                        on_event=lambda e: print(to_json(e), flush=True) if e.kind != "step"
+                        or e.step % 50 == 0 else None,
                         should_stop=lambda: stop["asked"])
     results = evaluate(args.out, args.data_root, args.device, args.max_clicks)
     model = load_model(args.out)

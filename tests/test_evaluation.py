@@ -139,3 +139,12 @@ def test_cli_evaluate_writes_tables_and_a_plot(tmp_path, capsys):
     if pytest.importorskip("matplotlib"):
         assert (out / "data_miou.png").stat().st_size > 0
     assert cli(["evaluate", "--dataset", str(tmp_path / "nope"), "--model", "box"]) == 1
+
+
+def test_a_named_benchmark_must_be_told_where_it_is(monkeypatch, tmp_path, capsys):
+    """The user CLI knows no development paths: a named dataset comes from --data-root or
+    NAPARI_IOG_DATA, and without either it says so."""
+    monkeypatch.delenv("NAPARI_IOG_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert cli(["evaluate", "--dataset", "grabcut", "--model", "box"]) == 1
+    assert "--data-root" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from napari_iog import zoo  # noqa: E402
 from napari_iog._widgets.annotator_widget import AnnotatorWidget  # noqa: E402
 from napari_iog._widgets.finetune_widget import FROM_FILE, FineTuneWidget  # noqa: E402
 from napari_iog.models import build_model, load_model, save_model  # noqa: E402
+from napari_iog.training import events  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +59,14 @@ def test_fine_tune_from_layers_and_use_the_model(make_napari_viewer, tiny_model,
     widget.start()
     assert widget.running and not widget.start_button.enabled
     qtbot.waitUntil(lambda: not widget.running and widget.process is None, timeout=300_000)
-    assert widget.result is not None and widget.result["status"] == "complete", widget.status.value
+    assert widget.result is not None and widget.result.status == "complete", widget.status.value
     assert [s for s, _ in widget.plot.losses] == [1, 2, 3]
     assert out.is_file() and not out.with_name(out.name.replace(".pt", ".state.pt")).exists()  # no leftovers
     load_model(out)
     # one training image of 2-3 objects, batch 2: an epoch is one step; validated before and after each
     assert [s for s, _ in widget.plot.mious] == [0, 1, 2, 3]
     assert "held-out mIoU@3" in widget.status.value and "->" in widget.status.value
-    assert widget.result["objects"] >= 2                    # the labelled slices only: 1 image trains
+    assert widget.result.objects >= 2                    # the labelled slices only: 1 image trains
     assert load_model(out).card["steps"] == 3
     np.testing.assert_array_equal(viewer.layers["cells labels"].data, labels_before)
     assert widget._tmp is None                              # the exported copy is gone
@@ -87,7 +88,7 @@ def test_cancel_keeps_a_checkpoint_and_a_crash_is_reported(make_napari_viewer, t
     qtbot.waitUntil(lambda: len(widget.plot.losses) >= 1, timeout=300_000)
     widget.cancel()
     qtbot.waitUntil(lambda: widget.process is None, timeout=120_000)
-    assert widget.result["status"] == "cancelled", widget.status.value
+    assert widget.result.status == "cancelled", widget.status.value
     assert "cancelled at step" in widget.status.value
     assert load_model(out).card["status"].startswith("cancelled at step")
     # a corrupt base model: the run fails, the widget says why, nothing is lost
@@ -118,8 +119,9 @@ def test_a_worse_model_is_said_so_and_not_pushed(make_napari_viewer, tiny_model,
     viewer = annotated_viewer(make_napari_viewer)
     dock, widget = viewer.window.add_plugin_dock_widget("napari-iog", "IOG fine-tune")
     widget.out_path, widget._base_used = tmp_path / "worse.pt", "napari-iog-default"
-    widget.on_event({"event": "end", "status": "complete", "steps": 6, "val_miou_before": 0.988,
-                     "val_miou_after": 0.964})
+    widget.on_event(events.from_json('{"event": "end", "status": "complete", "out": "worse.pt", '
+                                     '"arch": "iog-resnet18", "steps": 6, "total_steps": 6, '
+                                     '"val_miou_before": 0.988, "val_miou_after": 0.964}'))
     widget._finished(0)
     assert widget.worse and "WORSE" in widget.status.value and "napari-iog-default" in widget.status.value
     assert widget.use_button.text == "Use it anyway"

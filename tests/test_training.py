@@ -20,6 +20,7 @@ from napari_iog.models import build_model, load_model, save_model
 from napari_iog.predictor import IOGPredictor
 from napari_iog.training import (InstanceDataset, TrainConfig, TrainingError, cvppp_pairs, iog_loss, lr_factor,
                                  pairs_from_arrays, pairs_from_folders, split_pairs, sstem_pairs, state_path, train)
+from napari_iog.training.events import StepDone, from_json
 from napari_iog.training.loop import add_corrections, weights_digest
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -186,7 +187,7 @@ def test_a_few_steps_lower_the_loss_and_the_checkpoint_loads_and_predicts(tiny_b
     out = tmp_path / "tuned.pt"
     summary = train(quick_config(tiny_base, out, steps=8, freeze_backbone=False), scenes(4), scenes(1, 10),
                     on_event=events.append)
-    losses = [e["loss"] for e in events if e["event"] == "step"]
+    losses = [e.loss for e in events if isinstance(e, StepDone)]
     assert len(losses) == 8 and np.mean(losses[-2:]) < 0.6 * np.mean(losses[:2])
     assert summary["status"] == "complete" and summary["val_miou_before"] is not None
     model = load_model(out)
@@ -212,7 +213,7 @@ def test_cancel_keeps_a_valid_checkpoint_and_resume_continues_to_the_same_weight
 
     out = tmp_path / "run.pt"
     cancelled = train(quick_config(tiny_base, out, steps=4, val_objects=0), pairs,
-                      on_event=lambda e: e["event"] == "step" and steps_seen.append(e["step"]),
+                      on_event=lambda e: isinstance(e, StepDone) and steps_seen.append(e.step),
                       should_stop=stop_after_two)
     assert cancelled["status"] == "cancelled" and cancelled["steps"] == 2
     assert load_model(out).card["status"] == "cancelled at step 2 of 4"     # mid-epoch, loadable
@@ -293,8 +294,8 @@ def test_cli_trains_from_folders_with_json_progress_and_a_summary(tiny_base, tmp
                       "--out", str(out), "--steps", "2", "--batch-size", "2", "--freeze-backbone", "--val-fraction",
                       "0.34", "--val-objects", "2", "--progress", "json", "--summary", str(summary_path)])
     assert result.returncode == 0, result.stderr
-    events = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [e["event"] for e in events if e["event"] != "checkpoint"] == [
+    events = [from_json(line) for line in result.stdout.splitlines()]
+    assert [e.kind for e in events if e.kind != "checkpoint"] == [
         "start", "validation", "step", "step", "validation", "end"]
     summary = json.loads(summary_path.read_text())
     assert summary["status"] == "complete" and summary["objects"] >= 4 and load_model(out).card["steps"] == 2
@@ -325,3 +326,18 @@ def test_torchrun_two_gloo_processes_train_the_same_weights(tiny_base, tmp_path)
     assert len(summary["rank_digests"]) == 2 and len(set(summary["rank_digests"])) == 1
     assert weights_digest(load_model(tmp_path / "ddp.pt")) == summary["rank_digests"][0]
     assert "weights identical on all 2 ranks: yes" in result.stdout
+
+
+def test_every_training_option_reaches_the_command_line_and_back():
+    """The CLI's options and the widget's subprocess arguments are derived from TrainConfig."""
+    from dataclasses import fields
+
+    from napari_iog.cli import build_parser
+
+    config = TrainConfig(out="m.pt", base="iog-resnet18", steps=7, lr=3e-4, freeze_backbone=True, augment=False,
+                         half=True, freeze_bn=False, val_fraction=0.3, warmup_steps=5, amp="off")
+    args = build_parser().parse_args(["train", *config.to_argv()])
+    assert TrainConfig.from_args(args) == config
+    assert TrainConfig.from_args(build_parser().parse_args(["train", "--out", "m.pt"])) == TrainConfig(out="m.pt")
+    assert all(f.metadata["help"] for f in fields(TrainConfig))
+

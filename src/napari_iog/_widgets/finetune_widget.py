@@ -9,7 +9,6 @@ planes are exported to a temporary folder that the training process reads.
 from __future__ import annotations
 
 import datetime
-import json
 import re
 import shutil
 import sys
@@ -29,12 +28,13 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 from .. import zoo
 from ..models import ARCHITECTURES
 from ..models.checkpoint import state_path
+from ..training import events
+from ..training.config import TrainConfig
 from .annotator_widget import (FROM_FILE, available_devices, image_layer_names, labels_layer_names, make_compact,
                                present_model_choices, share_dock, wrap_text)
 
 FROM_FOLDERS = "(the folders below)"
 USE_TEXT = "Use the new model in the annotator"
-CANCELLED_EXIT = 3
 #: How long a cancelled run may take to save its checkpoint before it is killed (ms).
 CANCEL_GRACE_MS = 60_000
 
@@ -277,15 +277,17 @@ class FineTuneWidget(Container):
         path = Path(self.base_file.value) if self.base_file.value else None
         return str(path) if path is not None and path.is_file() else None
 
+    def config(self, base: str, out: Path) -> TrainConfig:
+        """The run the controls describe (float16 storage: half the file, the same masks)."""
+        length = {self.unit.value: int(self.length.value)}
+        return TrainConfig(out=str(out), base=base, batch_size=int(self.batch_size.value),
+                           device=str(self.device.value), val_fraction=float(self.val_fraction.value),
+                           lr=float(self.lr.value), freeze_backbone=bool(self.freeze_backbone.value), half=True,
+                           **length)
+
     def command(self, data: tuple[Path, Path], base: str, out: Path) -> list[str]:
-        args = ["-m", "napari_iog", "train", "--images", str(data[0]), "--labels", str(data[1]), "--base", base,
-                "--out", str(out), "--batch-size", str(self.batch_size.value), "--device", str(self.device.value),
-                "--val-fraction", str(self.val_fraction.value), "--lr", str(float(self.lr.value)),
-                "--progress", "json", "--half"]     # float16 storage: half the file, the same masks
-        args += [f"--{self.unit.value}", str(self.length.value)]
-        if self.freeze_backbone.value:
-            args.append("--freeze-backbone")
-        return args
+        return ["-m", "napari_iog", "train", "--images", str(data[0]), "--labels", str(data[1]),
+                "--progress", "json", *self.config(base, out).to_argv()]
 
     def start(self) -> None:
         """Export the annotated layers, then train in a subprocess; nothing in napari is changed."""
@@ -366,35 +368,35 @@ class FineTuneWidget(Container):
             line = line.strip()
             if line:
                 try:
-                    self.on_event(json.loads(line))
-                except json.JSONDecodeError:
+                    event = events.from_json(line)
+                except ValueError:     # not an event (json.JSONDecodeError is one too)
                     self._stderr.append(line)
+                else:
+                    self.on_event(event)
 
     def _read_stderr(self) -> None:
         text = bytes(self.process.readAllStandardError()).decode(errors="replace")
         self._stderr = (self._stderr + text.splitlines())[-40:]
 
-    def on_event(self, event: dict) -> None:
-        kind = event.get("event")
-        if kind == "start":
-            self.plot.clear(event["total_steps"])
+    def on_event(self, event: events.TrainingEvent) -> None:
+        if isinstance(event, events.TrainingStarted):
+            self.plot.clear(event.total_steps)
             if self._progress is None:
-                self._progress = progress(total=event["total_steps"], desc="IOG fine-tune")
-            self._progress.total = event["total_steps"]
+                self._progress = progress(total=event.total_steps, desc="IOG fine-tune")
+            self._progress.total = event.total_steps
             self._progress.set_description("IOG fine-tune")
-            data = event["data"]
-            self.status.value = (f"{event['arch']} on {event['device']}: {event['objects']} objects "
-                                 f"({data['skipped_small']} too small skipped), {event['validation_objects']} "
-                                 f"held out; {event['total_steps']} steps")
-        elif kind == "step":
-            self.plot.add_loss(event["step"], event["loss"])
+            self.status.value = (f"{event.arch} on {event.device}: {event.objects} objects "
+                                 f"({event.data['skipped_small']} too small skipped), {event.validation_objects} "
+                                 f"held out; {event.total_steps} steps")
+        elif isinstance(event, events.StepDone):
+            self.plot.add_loss(event.step, event.loss)
             if self._progress is not None:
-                self._progress.update(event["step"] - self._progress.n)
-            eta = f", {event['eta_s']:.0f} s left" if event.get("eta_s") is not None else ""
-            self.status.value = f"step {event['step']}/{event['total_steps']}: loss {event['loss']:.4f}{eta}"
-        elif kind == "validation" and event.get("miou") is not None:
-            self.plot.add_miou(event["step"], event["miou"])
-        elif kind == "end":
+                self._progress.update(event.step - self._progress.n)
+            eta = f", {event.eta_s:.0f} s left" if event.eta_s is not None else ""
+            self.status.value = f"step {event.step}/{event.total_steps}: loss {event.loss:.4f}{eta}"
+        elif isinstance(event, events.Validated) and event.miou is not None:
+            self.plot.add_miou(event.step, event.miou)
+        elif isinstance(event, events.TrainingEnded):
             self.result = event
 
     def _finished(self, exit_code: int, exit_status=None) -> None:
@@ -406,10 +408,10 @@ class FineTuneWidget(Container):
         self.start_button.enabled, self.cancel_button.enabled = True, False
         result = self.result
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
-        if result is not None and exit_code in (0, CANCELLED_EXIT):
-            complete = result["status"] == "complete"
-            head = "done" if complete else f"cancelled at step {result['steps']}"
-            before, after = result["val_miou_before"], result["val_miou_after"]
+        if result is not None and exit_code in (0, events.CANCELLED_EXIT):
+            complete = result.complete
+            head = "done" if complete else f"cancelled at step {result.steps}"
+            before, after = result.val_miou_before, result.val_miou_after
             self.status.value = (f"{head}: held-out mIoU@3 {fmt(before)} -> {fmt(after)}; saved {self.out_path}")
             if complete:      # nothing left to resume: the resume state would only take space
                 state_path(self.out_path).unlink(missing_ok=True)

@@ -1,8 +1,12 @@
-"""Device choice shared by model loading, the predictor and training."""
+"""Device choice shared by model loading, the predictor, training and batch prediction, and the
+process group under ``torchrun``."""
 
 from __future__ import annotations
 
+import os
+
 import torch
+import torch.distributed as dist
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -30,3 +34,20 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if resolved.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device type {resolved.type!r} is not supported: use 'cpu', 'cuda' or 'mps'")
     return resolved
+
+
+def distributed_context(device: str) -> tuple[int, int, torch.device, bool]:
+    """(rank, world size, device, whether this call started the process group)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, resolve_device(device), False
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    target = resolve_device(device)
+    if target.type == "cuda":
+        target = torch.device("cuda", local_rank)
+        torch.cuda.set_device(target)
+    started = False
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if target.type == "cuda" else "gloo")
+        started = True
+    return rank, world, target, started

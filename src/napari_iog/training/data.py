@@ -29,9 +29,8 @@ from .. import geometry as G
 from ..evaluation import Instance, folder_pairs
 from ..io import read_image, read_label_image
 from ..preprocess import image_layout, intensity_range, to_rgb255
+from .config import DEFAULT_MIN_AREA  # objects smaller than this (pixels) are skipped
 
-#: Objects smaller than this (pixels) are skipped: a few pixels give no usable box.
-DEFAULT_MIN_AREA = 64
 ROTATION_DEGREES = 20.0
 SCALE_RANGE = (0.75, 1.25)
 #: Box jitter: each edge moves by up to this share of the object's size.

@@ -25,11 +25,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,78 +42,12 @@ from .. import __version__
 from .. import geometry as G
 from .. import zoo
 from ..evaluation import IOGMethod, evaluate, next_click
-from ..models import ARCHITECTURES, IOGRefineNetwork, build_model, load_model, resolve_device, save_model
+from ..models import ARCHITECTURES, IOGRefineNetwork, build_model, load_model, save_model
 from ..models.checkpoint import atomic_save, state_path
-from .data import DEFAULT_MIN_AREA, InstanceDataset, Pair, validation_instances
-
-OPTIMIZERS = ("adamw", "sgd")
-DEFAULT_LR = {"adamw": 1e-4, "sgd": 1e-8}     # sgd: the published value, for the summed loss
-DEFAULT_WEIGHT_DECAY = {"adamw": 1e-2, "sgd": 5e-4}
-AMP_CHOICES = ("auto", "off", "bf16", "fp16")
-
-
-class TrainingError(RuntimeError):
-    """A training run that cannot start (bad data, bad base model, a resume that does not fit)."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run needs; stored in the checkpoint's card and in its resume state.
-
-    ``base``: a zoo name, a checkpoint path, or an architecture name (``iog-resnet18`` ...)
-    for random initialisation. ``steps`` (optimizer steps) overrides ``epochs`` when given.
-    ``batch_size`` is per process; ``accumulate`` micro-batches make one optimizer step.
-    ``val_every`` (steps) validates between epoch ends too, for a curve on long epochs.
-    ``freeze_bn``: None freezes the BatchNorm statistics when starting from trained weights
-    (small batches would spoil them) and trains them from a random start.
-    """
-
-    base: str
-    out: str
-    epochs: int = 10
-    steps: int | None = None
-    lr: float | None = None
-    optimizer: str = "adamw"
-    weight_decay: float | None = None
-    momentum: float = 0.9
-    batch_size: int = 4
-    accumulate: int = 1
-    warmup_steps: int | None = None
-    device: str = "auto"
-    amp: str = "auto"
-    freeze_backbone: bool = False
-    freeze_bn: bool | None = None
-    val_fraction: float = 0.2
-    val_objects: int = 200
-    seed: int = 0
-    min_area: int = DEFAULT_MIN_AREA
-    augment: bool = True
-    jitter: bool = True
-    correction_prob: float = 0.5
-    workers: int = 0
-    checkpoint_every: int = 0
-    val_every: int = 0
-    resume: bool = False
-    half: bool = False
-
-    def check(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise TrainingError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
-        if self.amp not in AMP_CHOICES:
-            raise TrainingError(f"amp must be one of {AMP_CHOICES}, not {self.amp!r}")
-        for name in ("epochs", "batch_size", "accumulate"):
-            if int(getattr(self, name)) < 1:
-                raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.steps is not None and self.steps < 1:
-            raise TrainingError(f"steps must be at least 1, got {self.steps}")
-        if self.lr is not None and not self.lr > 0:
-            raise TrainingError(f"lr must be positive, got {self.lr}")
-        if not 0.0 <= self.correction_prob <= 1.0:
-            raise TrainingError(f"correction_prob must be in [0, 1], got {self.correction_prob}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
+from ..models.devices import distributed_context
+from .config import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, TrainConfig, TrainingError
+from .data import InstanceDataset, Pair, validation_instances
+from .events import CheckpointSaved, StepDone, TrainingEnded, TrainingEvent, TrainingStarted, Validated
 
 # --- pieces ------------------------------------------------------------------------------------------
 
@@ -227,23 +160,6 @@ def add_corrections(model: nn.Module, batch: dict[str, torch.Tensor], rng: np.ra
 
 # --- distributed ----------------------------------------------------------------------------------
 
-def distributed_context(device: str) -> tuple[int, int, torch.device, bool]:
-    """(rank, world size, device, whether this call started the process group)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, resolve_device(device), False
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    target = resolve_device(device)
-    if target.type == "cuda":
-        target = torch.device("cuda", local_rank)
-        torch.cuda.set_device(target)
-    started = False
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if target.type == "cuda" else "gloo")
-        started = True
-    return rank, world, target, started
-
-
 def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
     if world == 1:
         return flag
@@ -255,12 +171,12 @@ def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
 # --- the loop ----------------------------------------------------------------------------------
 
 def train(config: TrainConfig, train_pairs: Sequence[Pair], val_pairs: Sequence[Pair] = (),
-          on_event: Callable[[dict[str, Any]], None] | None = None,
+          on_event: Callable[[TrainingEvent], None] | None = None,
           should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Train ``config.base`` on ``train_pairs``; returns the run's summary.
 
-    ``on_event`` receives dicts: ``start``, ``validation``, ``step``, ``checkpoint``, ``end``
-    (only on rank 0). ``should_stop`` is polled after every optimizer step; when it says yes
+    ``on_event`` receives the typed events of :mod:`~napari_iog.training.events` (only on
+    rank 0); the summary returned is the last one's (:class:`TrainingEnded`) fields. ``should_stop`` is polled after every optimizer step; when it says yes
     the run saves its model and resume state at that step and ends with ``status`` "cancelled".
     """
     config.check()
@@ -336,10 +252,9 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
                  "config": {k: v for k, v in config.to_dict().items() if k not in ("out", "resume")},
                  "napari_iog": __version__}
 
-    emit({"event": "start", "arch": module.arch, "device": str(device), "world_size": world, "objects":
-          dataset.stats.objects, "data": dataset.stats.to_dict(), "validation_objects": len(val_instances),
-          "total_steps": total, "epochs": epochs, "steps_per_epoch": steps_per_epoch, "resumed_from": resumed_from,
-          "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off", "lr": lr, "optimizer": config.optimizer})
+    emit(TrainingStarted(module.arch, str(device), world, dataset.stats.objects, dataset.stats.to_dict(),
+                         len(val_instances), total, epochs, steps_per_epoch, resumed_from,
+                         str(amp_dtype).replace("torch.", "") if amp_dtype else "off", lr, config.optimizer))
 
     def run_validation() -> float | None:
         miou = validate(module, val_instances, device) if rank == 0 else None
@@ -359,13 +274,13 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
         atomic_save({"arch": module.arch, "total_steps": total, "step": step, "model": module.state_dict(),
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "history": history, "val_before": val_before, "seconds": elapsed}, state_file)
-        emit({"event": "checkpoint", "path": str(out), "step": step, "status": status})
+        emit(CheckpointSaved(str(out), step, status))
 
     start = time.perf_counter()
     if step == 0 and val_instances:
         val_before = run_validation()
         history["val"].append([0, val_before])
-        emit({"event": "validation", "step": 0, "epoch": 0, "miou": val_before})
+        emit(Validated(0, 0, val_before))
 
     status = "complete"
     loss_sum, loss_count, window_start, window_step = 0.0, 0, time.perf_counter(), step
@@ -417,9 +332,8 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
             mean_loss = loss_sum / max(1, loss_count)
             history["loss"].append([step, mean_loss])
             rate = (step - window_step) / max(now - window_start, 1e-9)
-            emit({"event": "step", "step": step, "total_steps": total, "epoch": epoch + 1, "loss": mean_loss,
-                  "lr": optimizer.param_groups[0]["lr"], "steps_per_s": rate,
-                  "eta_s": (total - step) / rate if rate > 0 else None})
+            emit(StepDone(step, total, epoch + 1, mean_loss, optimizer.param_groups[0]["lr"], rate,
+                          (total - step) / rate if rate > 0 else None))
             loss_sum, loss_count = 0.0, 0
             if _any_rank(should_stop(), world, device):
                 status = "cancelled"
@@ -428,7 +342,7 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
             if config.val_every and step % config.val_every == 0 and mid_epoch and val_instances:
                 miou = run_validation()
                 history["val"].append([step, miou])
-                emit({"event": "validation", "step": step, "epoch": epoch + 1, "miou": miou})
+                emit(Validated(step, epoch + 1, miou))
                 set_train_mode(module, freeze_bn)
             if config.checkpoint_every and step % config.checkpoint_every == 0 and mid_epoch:
                 save(f"in progress: step {step} of {total}")
@@ -441,7 +355,7 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
             if val_instances:
                 miou = run_validation()
                 history["val"].append([step, miou])
-                emit({"event": "validation", "step": step, "epoch": epoch, "miou": miou})
+                emit(Validated(step, epoch, miou))
                 set_train_mode(module, freeze_bn)
             save("complete" if step >= total else f"in progress: epoch {epoch} of {epochs}")
     if status == "cancelled":
@@ -453,14 +367,12 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
         dist.all_gather_object(gathered, digests[0])
         digests = gathered
     after = history["val"][-1][1] if history["val"] else None
-    summary = {"status": status, "out": str(out), "arch": module.arch, "steps": step, "total_steps": total,
-               "resumed_from": resumed_from, "objects": dataset.stats.objects, "data": dataset.stats.to_dict(),
-               "validation_objects": len(val_instances), "val_miou_before": val_before, "val_miou_after": after,
-               "val_history": history["val"], "final_loss": history["loss"][-1][1] if history["loss"] else None,
-               "seconds": round(seconds_before + time.perf_counter() - start, 1), "world_size": world,
-               "rank_digests": digests}
-    emit({"event": "end", **summary})
-    return summary
+    ended = TrainingEnded(status, str(out), module.arch, step, total, resumed_from, dataset.stats.objects,
+                          dataset.stats.to_dict(), len(val_instances), val_before, after, history["val"],
+                          history["loss"][-1][1] if history["loss"] else None,
+                          round(seconds_before + time.perf_counter() - start, 1), world, digests)
+    emit(ended)
+    return asdict(ended)
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -473,5 +385,3 @@ def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
-def config_fields() -> list[str]:
-    return [f.name for f in fields(TrainConfig)]

@@ -1,0 +1,145 @@
+"""``TrainConfig``: every option of a training run, in one place.
+
+The command line (``napari-iog train``), the fine-tune widget's subprocess arguments and the
+checkpoint's card are all derived from the fields below: a new option is one field here, with
+its help text. ``add_arguments`` makes the argparse options, ``from_args`` reads them back,
+and ``to_argv`` writes a config as command-line arguments (so ``from_args(parse(to_argv(c)))``
+is ``c``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+from ..zoo import DEFAULT_MODEL as DEFAULT_BASE
+
+OPTIMIZERS = ("adamw", "sgd")
+DEFAULT_LR = {"adamw": 1e-4, "sgd": 1e-8}     # sgd: the published value, for the summed loss
+DEFAULT_WEIGHT_DECAY = {"adamw": 1e-2, "sgd": 5e-4}
+AMP_CHOICES = ("auto", "off", "bf16", "fp16")
+DEFAULT_MIN_AREA = 64
+
+
+class TrainingError(RuntimeError):
+    """A training run that cannot start (bad data, bad base model, a resume that does not fit)."""
+
+
+def option(default: Any = MISSING, help: str = "", group: str = "training", choices=None, **extra):
+    """A config field with its command-line help (``group``: the --help section it is listed in)."""
+    return field(default=default, metadata={"help": help, "group": group, "choices": choices, **extra})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; stored in the checkpoint's card and in its resume state.
+
+    ``base``: a zoo name, a checkpoint path, or an architecture name (``iog-resnet18`` ...)
+    for random initialisation. ``steps`` (optimizer steps) overrides ``epochs`` when given.
+    ``batch_size`` is per process; ``accumulate`` micro-batches make one optimizer step.
+    ``val_every`` (steps) validates between epoch ends too, for a curve on long epochs.
+    ``freeze_bn``: None freezes the BatchNorm statistics when starting from trained weights
+    (small batches would spoil them) and trains them from a random start.
+    """
+
+    out: str = option(help="checkpoint to write (and PATH.state.pt to resume from)", required=True)
+    base: str = option(DEFAULT_BASE, "model to start from: a zoo name, a checkpoint path, or an architecture "
+                       f"(iog-resnet18, iog-refine-resnet101 ...) for random weights (default: {DEFAULT_BASE})")
+    epochs: int = option(10, "passes over the training objects (10)")
+    steps: int | None = option(None, "optimizer steps (overrides --epochs)")
+    lr: float | None = option(None, "learning rate (AdamW 1e-4, SGD 1e-8 as published)")
+    optimizer: str = option("adamw", "adamw (default) or sgd (the published recipe)", choices=OPTIMIZERS)
+    weight_decay: float | None = option(None, "weight decay (AdamW 1e-2, SGD 5e-4)")
+    momentum: float = option(0.9, "SGD momentum (0.9)")
+    batch_size: int = option(4, "objects per batch, per process (4)")
+    accumulate: int = option(1, "micro-batches per optimizer step (1)")
+    warmup_steps: int | None = option(None, "linear warm-up steps (default: 5 %% of the run, at most 100)")
+    device: str = option("auto", "auto (CUDA, MPS, CPU), cpu, cuda, cuda:1 ...")
+    amp: str = option("auto", "mixed precision (auto: bf16 on CUDA, off on CPU)", choices=AMP_CHOICES)
+    freeze_backbone: bool = option(False, "train the heads only (fast on a CPU)")
+    freeze_bn: bool | None = option(None, "freeze the BatchNorm statistics (default: when starting from "
+                                    "trained weights)")
+    val_fraction: float = option(0.2, "images held out for validation (0.2)", group="data")
+    val_objects: int = option(200, "at most this many validation objects (200)", group="data")
+    seed: int = option(0, "seed of every random draw (0)")
+    min_area: int = option(DEFAULT_MIN_AREA, f"skip objects smaller than this, in pixels ({DEFAULT_MIN_AREA})",
+                           group="data")
+    augment: bool = option(True, "flips, rotations and scaling of the training objects (on)")
+    jitter: bool = option(True, "jitter the simulated box and inside click (on)")
+    correction_prob: float = option(0.5, "refinement models: share of batches with simulated corrections (0.5)")
+    workers: int = option(0, "data-loading processes (0)")
+    checkpoint_every: int = option(0, "also save every N steps")
+    val_every: int = option(0, "also validate every N steps")
+    resume: bool = option(False, "continue from OUT.state.pt")
+    half: bool = option(False, "store the weights as float16 (half the size)")
+
+    def check(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise TrainingError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
+        if self.amp not in AMP_CHOICES:
+            raise TrainingError(f"amp must be one of {AMP_CHOICES}, not {self.amp!r}")
+        for name in ("epochs", "batch_size", "accumulate"):
+            if int(getattr(self, name)) < 1:
+                raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.steps is not None and self.steps < 1:
+            raise TrainingError(f"steps must be at least 1, got {self.steps}")
+        if self.lr is not None and not self.lr > 0:
+            raise TrainingError(f"lr must be positive, got {self.lr}")
+        if not 0.0 <= self.correction_prob <= 1.0:
+            raise TrainingError(f"correction_prob must be in [0, 1], got {self.correction_prob}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    # --- the command line, derived from the fields ---------------------------------------------
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser, groups: dict[str, Any] | None = None) -> None:
+        """An option per field (``--batch-size`` for ``batch_size``; booleans get ``--x`` and
+        ``--no-x``), each in ``groups[field's group]`` when given, else in ``parser``."""
+        groups = groups or {}
+        for f in fields(TrainConfig):
+            meta = f.metadata
+            target = groups.get(meta["group"], parser)
+            kwargs: dict[str, Any] = {"dest": f.name, "help": meta["help"]}
+            kind = _kind(f.type)
+            if kind is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            else:
+                kwargs["type"] = kind
+            if meta.get("choices"):
+                kwargs["choices"] = meta["choices"]
+            if f.default is MISSING:
+                kwargs["required"] = True
+            else:
+                kwargs["default"] = f.default
+            target.add_argument(_flag(f.name), **kwargs)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TrainConfig:
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+    def to_argv(self) -> list[str]:
+        """The command-line arguments that give this config (fields at their default left out)."""
+        argv: list[str] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.default is not MISSING and value == f.default and type(value) is type(f.default):
+                continue
+            if _kind(f.type) is bool:
+                if value is not None:
+                    argv.append(_flag(f.name) if value else "--no-" + f.name.replace("_", "-"))
+            elif value is not None:
+                argv += [_flag(f.name), str(value)]
+        return argv
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _kind(annotation: str) -> type:
+    """The argparse type of a field's annotation (``int | None`` -> int)."""
+    base = str(annotation).split("|")[0].strip()
+    return {"int": int, "float": float, "str": str, "bool": bool}[base]
