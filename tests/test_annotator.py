@@ -21,8 +21,9 @@ from napari.utils.interactions import mouse_press_callbacks, mouse_release_callb
 
 from napari_iog import IOGPredictor  # noqa: E402
 from napari_iog.evaluation import iou  # noqa: E402
-from napari_iog._widgets.annotator import SHORTCUTS, Annotator  # noqa: E402
-from napari_iog._widgets.annotator_widget import FROM_FILE, NEW_LABELS, AnnotatorWidget  # noqa: E402
+from napari_iog._napari.annotator import Annotator  # noqa: E402
+from napari_iog._napari.bridge import SHORTCUTS  # noqa: E402
+from napari_iog._napari.annotator_widget import FROM_FILE, NEW_LABELS, AnnotatorWidget  # noqa: E402
 
 pytestmark = pytest.mark.napari
 
@@ -236,17 +237,19 @@ def test_bad_clicks_notify_and_change_no_layer(scene_viewer, predictor):
 
     viewer, layer = scene_viewer
     ann = Annotator(viewer, layer, predictor)
+    messages = []
+    ann.notified.connect(messages.append)
     untouched = state(ann)
     click(ann.clicks_layer, world(layer, (300, 10)))              # outside the image
-    assert "outside the image" in ann.messages[-1]
+    assert "outside the image" in messages[-1]
     assert any("outside the image" in str(n.message) for n in notification_manager.records)
     assert_same_state(state(ann), untouched)
     click(ann.clicks_layer, world(layer, CORNERS[0]))
     one_corner = state(ann)
     click(ann.clicks_layer, world(layer, (CORNERS[0][0], 200)))  # zero-height box
-    assert "only 1 x" in ann.messages[-1]
+    assert "only 1 x" in messages[-1]
     assert_same_state(state(ann), one_corner)
-    assert ann.act("commit") is None and "no object" in ann.messages[-1]
+    assert ann.act("commit") is None and "no object" in messages[-1]
     assert_same_state(state(ann), one_corner)
 
 
@@ -311,7 +314,7 @@ def test_the_widget_segments_out_of_the_box_with_the_bundled_model(make_napari_v
     assert widget.model.value == zoo.DEFAULT_MODEL
     widget.device.value = "cpu"
     widget.start()
-    qtbot.waitUntil(lambda: widget._loading is None, timeout=60000)
+    qtbot.waitUntil(lambda: not widget.loading.running, timeout=60000)
     ann = widget.annotator
     assert ann is not None and "napari-iog default" in widget.status.value
     three_clicks(ann)
@@ -339,7 +342,7 @@ def test_widget_from_the_plugin_menu_annotates(make_napari_viewer, predictor, tm
     widget.model_file.value = bad
     layers_before = [lay.name for lay in viewer.layers]
     widget.start()
-    qtbot.waitUntil(lambda: widget._loading is None, timeout=30000)
+    qtbot.waitUntil(lambda: not widget.loading.running, timeout=30000)
     assert widget.annotator is None and [lay.name for lay in viewer.layers] == layers_before
     assert "not a" in widget.message.value or "could not be loaded" in widget.message.value   # in full
     # a zoo model that is not downloaded: Start waits for Download; a scripted start says how
@@ -347,7 +350,7 @@ def test_widget_from_the_plugin_menu_annotates(make_napari_viewer, predictor, tm
     assert "not downloaded" in widget.model_info.value and widget.model.current_choice == "iog-pascal-sbd"
     assert not widget.start_button.enabled and not widget.download_button.native.isHidden()
     widget.start()
-    qtbot.waitUntil(lambda: widget._loading is None, timeout=30000)
+    qtbot.waitUntil(lambda: not widget.loading.running, timeout=30000)
     assert widget.annotator is None and [lay.name for lay in viewer.layers] == layers_before
     assert "weights fetch iog-pascal-sbd" in str(notification_manager.records[-1].message)
     widget.start(predictor)
@@ -423,10 +426,12 @@ def test_a_propagation_can_be_stopped_and_blocks_edits_meanwhile(make_napari_vie
 def test_propagation_on_a_single_image_says_it_needs_a_stack(scene_viewer, predictor):
     viewer, layer = scene_viewer
     ann = Annotator(viewer, layer, predictor, asynchronous=True)
+    messages = []
+    ann.notified.connect(messages.append)
     ann.segment(CORNERS, INSIDE)
     ann.commit()
     ann.start_propagation()
-    assert not ann.propagating and "needs a stack" in ann.messages[-1]
+    assert not ann.propagating and "needs a stack" in messages[-1]
 
 
 def test_labels_saved_as_coco_from_napari_open_again_identical(make_napari_viewer, tmp_path):
@@ -472,7 +477,7 @@ def test_a_multiscale_image_gets_sparse_multiscale_labels_kept_in_step(make_napa
 
 
 def test_a_very_large_plain_image_gets_sparse_labels(make_napari_viewer, monkeypatch):
-    from napari_iog._widgets import annotator as annotator_module
+    from napari_iog._napari import layers as annotator_module
 
     monkeypatch.setattr(annotator_module, "DENSE_LABELS_MAX_PIXELS", 100 * 100)
     viewer = make_napari_viewer()
@@ -542,7 +547,7 @@ def test_drawn_boxes_are_segmented_and_committed_together(make_napari_viewer):
     done = []
     ann.boxes_finished.connect(done.append)
     widget.boxes_button.clicked.emit()
-    ann._join_worker()
+    ann.predictions.work.wait()
     assert done == [2]
     labels = existing.data
     assert (labels[10:30, 10:40] == 6).all() and (labels == 6).sum() == 20 * 30

@@ -86,7 +86,7 @@ def test_download_from_the_dock_then_the_model_is_selected(make_napari_viewer, s
     widget.model.value = entry.name
     assert not widget.start_button.enabled and not widget.download_button.native.isHidden()
     widget.download_button.native.click()
-    qtbot.waitUntil(lambda: widget._download is None, timeout=60000)
+    qtbot.waitUntil(lambda: not widget.downloading.running, timeout=60000)
     assert zoo.local_path(entry.name).is_file()
     assert widget.model.value == entry.name and widget.start_button.enabled
     assert widget.download_button.native.isHidden() and "downloaded" in widget.model_info.value
@@ -102,7 +102,7 @@ def test_a_download_can_be_cancelled_and_leaves_nothing(make_napari_viewer, serv
     assert widget.download_button.text == "Cancel download"
     qtbot.wait(300)
     widget.download_button.native.click()
-    qtbot.waitUntil(lambda: widget._download is None, timeout=60000)
+    qtbot.waitUntil(lambda: not widget.downloading.running, timeout=60000)
     assert "cancelled" in widget.message.value
     assert not zoo.local_path(entry.name).exists() and not list(zoo.cache_dir().glob("*.part"))
     assert widget.model.value == entry.name and not widget.start_button.enabled

@@ -9,8 +9,8 @@ from test_training import shapes_scene
 napari = pytest.importorskip("napari")
 
 from napari_iog import zoo  # noqa: E402
-from napari_iog._widgets.annotator_widget import AnnotatorWidget  # noqa: E402
-from napari_iog._widgets.finetune_widget import FROM_FILE, FineTuneWidget  # noqa: E402
+from napari_iog._napari.annotator_widget import AnnotatorWidget  # noqa: E402
+from napari_iog._napari.finetune_widget import FROM_FILE, FineTuneWidget  # noqa: E402
 from napari_iog.models import build_model, load_model, save_model  # noqa: E402
 from napari_iog.training import events  # noqa: E402
 

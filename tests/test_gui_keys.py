@@ -14,7 +14,7 @@ from gui_input import (canvas_position, canvas_widget, hold_key, mouse_click, pr
                        release_key, show_all, world_of)
 
 from napari_iog import IOGPredictor  # noqa: E402
-from napari_iog._widgets.annotator import Annotator  # noqa: E402
+from napari_iog._napari.annotator import Annotator  # noqa: E402
 
 pytestmark = pytest.mark.napari
 

@@ -35,7 +35,7 @@ def test_core_imports_without_napari_or_qt():
 
 
 def test_sample_data_functions_return_images():
-    from napari_iog import _sample_data
+    from napari_iog._napari import sample_data as _sample_data
 
     (rgb, meta), = _sample_data.photo()
     assert rgb.ndim == 3 and rgb.shape[-1] == 3 and meta["rgb"]

@@ -16,7 +16,7 @@ _EXPORTS = {
     "ARCHITECTURES": ".models", "CheckpointError": ".models", "UnknownArchitectureError": ".models",
     "build_model": ".models", "load_model": ".models", "save_model": ".models",
     "ClickError": ".geometry", "IOGPredictor": ".predictor", "Prediction": ".predictor",
-    "Annotator": "._widgets.annotator",
+    "Annotator": "._napari.annotator",
 }
 
 

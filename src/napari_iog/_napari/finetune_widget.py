@@ -1,9 +1,7 @@
 """The "IOG fine-tune" dock widget: adapt a model to the objects annotated so far.
 
-Training runs in a separate process (``python -m napari_iog train --progress json``) started
-with QProcess: the GUI stays responsive, a crash cannot take napari down, and the GPU memory
-is released when the process ends. The layers are read, never written: their labelled
-planes are exported to a temporary folder that the training process reads.
+Training runs in a separate process (``training_process``). The layers are read, never
+written: their labelled planes are exported to a temporary folder that the process reads.
 """
 
 from __future__ import annotations
@@ -11,7 +9,6 @@ from __future__ import annotations
 import datetime
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -21,91 +18,20 @@ from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpin
 from napari.layers import Image, Labels
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QProcess, QProcessEnvironment, QTimer
-from qtpy.QtGui import QColor, QPainter, QPen
-from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from .. import zoo
 from ..models import ARCHITECTURES
 from ..models.checkpoint import state_path
 from ..training import events
 from ..training.config import TrainConfig
-from .annotator_widget import (FROM_FILE, available_devices, image_layer_names, labels_layer_names, make_compact,
-                               present_model_choices, share_dock, wrap_text)
+from .layers import image_layer_names, labels_layer_names
+from .layout import available_devices, make_compact, share_dock, wrap_text
+from .loss_plot import LossPlot
+from .models import FROM_FILE, present_model_choices
+from .training_process import TrainingProcess
 
 FROM_FOLDERS = "(the folders below)"
 USE_TEXT = "Use the new model in the annotator"
-#: How long a cancelled run may take to save its checkpoint before it is killed (ms).
-CANCEL_GRACE_MS = 60_000
-
-
-class LossPlot(QWidget):
-    """The training loss (blue, log scale) and the held-out mIoU@3 (orange dots, 0..1)."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.losses: list[tuple[int, float]] = []
-        self.mious: list[tuple[int, float]] = []
-        self.total = 1
-        self.setMinimumHeight(140)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-
-    def clear(self, total: int = 1) -> None:
-        self.losses, self.mious, self.total = [], [], max(1, total)
-        self.update()
-
-    def add_loss(self, step: int, loss: float) -> None:
-        self.losses.append((step, loss))
-        self.update()
-
-    def add_miou(self, step: int, miou: float) -> None:
-        self.mious.append((step, miou))
-        self.update()
-
-    def axis_values(self) -> dict[str, str]:
-        """The values written on the axes: steps (x), loss range (left), mIoU 0..1 (right)."""
-        values = {"steps": f"{self.total} steps", "miou_top": "1.0", "miou_bottom": "0.0"}
-        if self.losses:
-            losses = [v for _, v in self.losses]
-            values["loss_top"], values["loss_bottom"] = f"{max(losses):.3g}", f"{min(losses):.3g}"
-        return values
-
-    def paintEvent(self, event):  # noqa: N802 (Qt's name)
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        w, h = self.width(), self.height()
-        left, right, top, bottom = 44, 30, 16, 22       # room for the axis values
-        pw, ph = w - left - right, h - top - bottom
-        painter.fillRect(0, 0, w, h, QColor(38, 41, 48))
-        painter.setPen(QPen(QColor(140, 140, 140)))
-        painter.drawRect(left, top, pw, ph)
-        values = self.axis_values()
-        painter.drawText(left, h - 6, "0")
-        painter.drawText(left + pw - 40, h - 6, values["steps"])
-        painter.setPen(QPen(QColor(90, 170, 255)))
-        painter.drawText(2, 11, "loss (log)")
-        painter.setPen(QPen(QColor(255, 160, 40)))
-        painter.drawText(w - right - 80, 11, "held-out mIoU@3")
-        painter.drawText(w - right + 3, top + 8, values["miou_top"])
-        painter.drawText(w - right + 3, top + ph, values["miou_bottom"])
-        x_of = lambda step: left + pw * step / self.total
-        if len(self.losses) > 1:
-            logs = np.log10([max(v, 1e-6) for _, v in self.losses])
-            low, high = float(logs.min()), float(logs.max())
-            span = max(high - low, 1e-6)
-            painter.setPen(QPen(QColor(90, 170, 255)))
-            painter.drawText(2, top + 8, values["loss_top"])
-            painter.drawText(2, top + ph, values["loss_bottom"])
-            painter.setPen(QPen(QColor(90, 170, 255), 1.5))
-            points = [(x_of(s), top + ph * (high - v) / span) for (s, _), v in zip(self.losses, logs)]
-            for (x0, y0), (x1, y1) in zip(points, points[1:]):
-                painter.drawLine(int(x0), int(y0), int(x1), int(y1))
-        painter.setPen(QPen(QColor(255, 160, 40), 1))
-        painter.setBrush(QColor(255, 160, 40))
-        for step, miou in self.mious:
-            y = top + ph * (1.0 - miou)
-            painter.drawEllipse(int(x_of(step)) - 3, int(y) - 3, 6, 6)
-        painter.end()
 
 
 def count_objects(labels_layer: Labels) -> int | None:
@@ -132,7 +58,7 @@ def export_layers(image_layer: Image, labels_layer: Labels, folder: Path) -> int
     from PIL import Image as PILImage
 
     from ..training import pairs_from_arrays
-    from .annotator import DENSE_LABELS_MAX_PIXELS
+    from .layers import DENSE_LABELS_MAX_PIXELS
 
     for layer in (image_layer, labels_layer):
         plane = layer.data[0].shape[-2:] if layer.multiscale else layer.data.shape[:layer.ndim][-2:]
@@ -157,12 +83,10 @@ class FineTuneWidget(Container):
     def __init__(self, napari_viewer):
         super().__init__(labels=True)
         self.viewer = napari_viewer
-        self.process: QProcess | None = None
+        self.process: TrainingProcess | None = None
         self._tmp: Path | None = None
         self._progress = None
-        self._stderr: list[str] = []
-        self._buffer = ""
-        self.result: dict | None = None
+        self.result: events.TrainingEnded | None = None
         self.out_path: Path | None = None
         self.cancelled = False
         self._watched: Labels | None = None
@@ -269,7 +193,7 @@ class FineTuneWidget(Container):
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
+        return self.process is not None and self.process.running
 
     def _base(self) -> str | None:
         if self.base.value != FROM_FILE:
@@ -284,10 +208,6 @@ class FineTuneWidget(Container):
                            device=str(self.device.value), val_fraction=float(self.val_fraction.value),
                            lr=float(self.lr.value), freeze_backbone=bool(self.freeze_backbone.value), half=True,
                            **length)
-
-    def command(self, data: tuple[Path, Path], base: str, out: Path) -> list[str]:
-        return ["-m", "napari_iog", "train", "--images", str(data[0]), "--labels", str(data[1]),
-                "--progress", "json", *self.config(base, out).to_argv()]
 
     def start(self) -> None:
         """Export the annotated layers, then train in a subprocess; nothing in napari is changed."""
@@ -330,24 +250,17 @@ class FineTuneWidget(Container):
         out_value = str(self.out.value) if self.out.value else ""
         self.out_path = Path(out_value) if out_value not in ("", ".") else default_output(name)
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
-        self.result, self.cancelled, self._stderr, self._buffer = None, False, [], ""
+        self.result, self.cancelled = None, False
         self.plot.clear(self.length.value if self.unit.value == "steps" else 1)
         self.use_button.enabled = False
         self.use_button.text = USE_TEXT
         self._base_used = base
         # Loading the model and the data can take a minute before step 1: show that it is busy.
         self._progress = progress(total=0, desc="IOG fine-tune: preparing")
-        process = QProcess()
-        environment = QProcessEnvironment.systemEnvironment()
-        environment.insert("PYTHONUNBUFFERED", "1")
-        process.setProcessEnvironment(environment)
-        process.readyReadStandardOutput.connect(self._read_stdout)
-        process.readyReadStandardError.connect(self._read_stderr)
-        process.finished.connect(self._finished)
-        self.process = process
         self.start_button.enabled, self.cancel_button.enabled = False, True
         self.status.value = f"preparing (loading {Path(base).name} and the data): {self.out_path.name}"
-        process.start(sys.executable, self.command(data, base, self.out_path))
+        argv = ["--images", str(data[0]), "--labels", str(data[1]), *self.config(base, self.out_path).to_argv()]
+        self.process = TrainingProcess(argv, self.on_event, self._finished)
 
     def cancel(self) -> None:
         """Ask the training to stop: it saves its model at the current step, then exits."""
@@ -356,27 +269,7 @@ class FineTuneWidget(Container):
         self.cancelled = True
         self.status.value = "cancelling: saving the model at the current step ..."
         self.cancel_button.enabled = False
-        self.process.terminate()       # SIGTERM: the trainer saves, then exits
-        process = self.process
-        QTimer.singleShot(CANCEL_GRACE_MS, lambda: process.state() != QProcess.ProcessState.NotRunning
-                          and process.kill())
-
-    def _read_stdout(self) -> None:
-        self._buffer += bytes(self.process.readAllStandardOutput()).decode(errors="replace")
-        *lines, self._buffer = self._buffer.split("\n")
-        for line in lines:
-            line = line.strip()
-            if line:
-                try:
-                    event = events.from_json(line)
-                except ValueError:     # not an event (json.JSONDecodeError is one too)
-                    self._stderr.append(line)
-                else:
-                    self.on_event(event)
-
-    def _read_stderr(self) -> None:
-        text = bytes(self.process.readAllStandardError()).decode(errors="replace")
-        self._stderr = (self._stderr + text.splitlines())[-40:]
+        self.process.cancel()
 
     def on_event(self, event: events.TrainingEvent) -> None:
         if isinstance(event, events.TrainingStarted):
@@ -399,9 +292,8 @@ class FineTuneWidget(Container):
         elif isinstance(event, events.TrainingEnded):
             self.result = event
 
-    def _finished(self, exit_code: int, exit_status=None) -> None:
-        if self.process is not None:
-            self._read_stdout()
+    def _finished(self, exit_code: int) -> None:
+        stderr = self.process.stderr if self.process is not None else []
         if self._progress is not None:
             self._progress.close()
             self._progress = None
@@ -426,7 +318,7 @@ class FineTuneWidget(Container):
                 self.worse = False
                 show_info(self.status.value)
         else:
-            detail = "\n".join(line for line in self._stderr if line.strip())[-1500:]
+            detail = "\n".join(line for line in stderr if line.strip())[-1500:]
             if self.cancelled:
                 self.status.value = "cancelled before any step was saved"
             else:
@@ -438,7 +330,7 @@ class FineTuneWidget(Container):
     def wait(self, timeout_ms: int = 600_000) -> None:
         """Block until the training process ends (for scripts and tests)."""
         if self.process is not None:
-            self.process.waitForFinished(timeout_ms)
+            self.process.wait(timeout_ms)
 
     def use_in_annotator(self):
         """Open (or find) the IOG annotator and start it with the new model."""

@@ -6,27 +6,27 @@ names in the combo boxes, the long text in tooltips and in lines that wrap.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
-import torch
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton
-from napari.layers import Image, Labels, Shapes
+from napari.layers import Image, Shapes
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QComboBox, QDockWidget, QMainWindow, QSizePolicy, QStyle, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QComboBox, QStyle
 
 from .. import zoo
 from ..predictor import IOGPredictor
-from .annotator import ROLE_COLOURS, Annotator, shortcuts_help
+from .annotator import Annotator
+from .bridge import shortcuts_help
+from .drawing import ROLE_COLOURS
+from .layers import BOX_LAYER_NAME, image_layer_names, labels_layer_names
+from .layout import available_devices, make_compact, share_dock, titled, wrap_text
+from .models import FROM_FILE, ModelDownload, describe_model, model_tooltip, present_model_choices
+from .workers import BackgroundWork
 
 NEW_LABELS = "(new layer)"
 NO_CHANNEL = "(none)"
-FROM_FILE = "(a model file)"
-#: Characters a combo box shows before it elides (the full text is in its tooltip).
-COMBO_CHARS = 8
-PLUGIN_WIDGET_NAME = "napari-iog dock"
 
 HOW_TO = (
     "Click two opposite corners of a box around the object, then inside it. More clicks "
@@ -36,113 +36,15 @@ NOT_STARTED = "start annotating first: choose an image and a model, then 'Start 
 DEXTR_HOW_TO = "DEXTR models take the object's four extreme points instead of the box and inside click."
 
 
-def present_model_choices() -> list[tuple[str, str]]:
-    """(label, zoo name) of the models at hand, the bundled default first (the zoo's order)."""
-    return [(r["name"], r["name"]) for r in zoo.list_weights() if r["present"]]
-
-
-def describe_model(name: str) -> str:
-    """One line on a zoo model: what it is and whether it is here."""
-    if name not in zoo.WEIGHTS:
-        return ""
-    entry = zoo.WEIGHTS[name]
-    if entry.bundled:
-        state = "bundled"
-    elif zoo.is_present(name):
-        state = "downloaded"
-    else:
-        size = f", {entry.size / 1e6:.0f} MB" if entry.size else ""
-        state = f"not downloaded{size}"
-    return f"{entry.arch}; {state}"
-
-
-def model_tooltip(name: str) -> str:
-    """Everything known of a model choice, for its tooltip."""
-    entry = zoo.WEIGHTS.get(name)
-    if entry is None:
-        return "a checkpoint file of your own, chosen below"
-    return f"{name}: {describe_model(name)}; trained on {entry.trained_on}; {entry.licence}"
-
-
-def _titled(widget) -> Container:
-    """``widget`` under its label (not beside it: the dock stays narrow)."""
-    title = Label(value=widget.label)
-    title.tooltip = widget.tooltip
-    row = Container(widgets=[title, widget], labels=False)
-    row.margins = (0, 0, 0, 0)
-    return row
-
-
-def wrap_text(label: Label) -> None:
-    """A label that wraps to the dock's width instead of widening it (selectable, to copy)."""
-    native = label.native
-    native.setWordWrap(True)
-    native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
-    native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-    native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-    native.setMinimumWidth(100)
-
-
-def share_dock(widget: Container) -> None:
-    """Once ``widget`` is docked, put it in tabs with the plugin's other docks on the same side:
-    stacked, the annotator and the fine-tune widget would not fit one window's height."""
-
-    def tabify() -> None:
-        dock = widget.native.parent()
-        while dock is not None and not isinstance(dock, QDockWidget):
-            dock = dock.parent()
-        window = dock.parent() if dock is not None else None
-        if not isinstance(window, QMainWindow) or dock.isFloating():
-            return
-        for other in window.findChildren(QDockWidget):
-            if (other is not dock and not other.isFloating() and other.isVisible()
-                    and window.dockWidgetArea(other) == window.dockWidgetArea(dock)
-                    and other.findChild(QWidget, PLUGIN_WIDGET_NAME) is not None):
-                window.tabifyDockWidget(other, dock)
-                dock.show()
-                dock.raise_()
-                return
-
-    widget.native.setObjectName(PLUGIN_WIDGET_NAME)
-    QTimer.singleShot(0, tabify)
-
-
-def make_compact(combo: ComboBox, chars: int = COMBO_CHARS) -> None:
-    """Size a combo box by ``chars`` characters, not by its longest entry."""
-    native: QComboBox = combo.native
-    native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-    native.setMinimumContentsLength(chars)
-
-
-def available_devices() -> list[str]:
-    devices = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        devices += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        devices.append("mps")
-    return devices
-
-
-def image_layer_names(viewer) -> list[str]:
-    return [layer.name for layer in viewer.layers if isinstance(layer, Image)]
-
-
-def labels_layer_names(viewer) -> list[str]:
-    """Labels layers a user annotates in (not the annotator's own preview layer)."""
-    ours = {"IOG current object"}
-    return [layer.name for layer in viewer.layers if isinstance(layer, Labels) and layer.name not in ours]
-
-
 class AnnotatorWidget(Container):
-    """Dock widget around :class:`~napari_iog._widgets.annotator.Annotator`."""
+    """Dock widget around :class:`~napari_iog._napari.annotator.Annotator`."""
 
     def __init__(self, napari_viewer):
         super().__init__(labels=False)
         self.margins = (2, 4, 2, 4)
         self.viewer = napari_viewer
         self.annotator: Annotator | None = None
-        self._loading = None
+        self.loading = BackgroundWork("loading the model")
         self.image = ComboBox(label="image", choices=self._image_choices,
                               tooltip="the image layer to segment")
         self.green = ComboBox(label="G from", choices=self._channel_choices,
@@ -200,18 +102,18 @@ class AnnotatorWidget(Container):
         for combo in (self.image, self.green, self.blue, self.labels, self.model, self.device, self.boxes_layer):
             make_compact(combo)
         make_compact(self.propagate_axis, 2)        # axis names: z, t, 0 ...
-        self.green_row, self.blue_row = _titled(self.green), _titled(self.blue)
-        self.model_file_row = _titled(self.model_file)
-        self.extend([_titled(self.image), self.green_row, self.blue_row, _titled(self.labels), _titled(self.model),
-                     self.model_info, self.download_button, self.model_file_row, _titled(self.device),
+        self.green_row, self.blue_row = titled(self.green), titled(self.blue)
+        self.model_file_row = titled(self.model_file)
+        self.extend([titled(self.image), self.green_row, self.blue_row, titled(self.labels), titled(self.model),
+                     self.model_info, self.download_button, self.model_file_row, titled(self.device),
                      self.start_button, self.negative, self.overwrite, self.commit_button, buttons,
                      self.propagate_row,
-                     _titled(self.boxes_layer), self.boxes_button, self.status, self.message, self.help])
+                     titled(self.boxes_layer), self.boxes_button, self.status, self.message, self.help])
         self.commit_button.tooltip = "commit the object into the labels layer (Enter)"
         self.undo_button.tooltip = "undo the last click, or the last commit (U)"
         self.clear_button.tooltip = "clear the object in progress (Esc)"
         self.start_button.tooltip = self.help.tooltip
-        self._download: tuple[Any, threading.Event] | None = None
+        self.downloading = ModelDownload(self._downloaded, self._download_failed, self._download_finished)
         self.model.changed.connect(self._show_model)
         self.download_button.changed.connect(lambda: self.download())
         self.start_button.changed.connect(lambda: self.start())
@@ -239,7 +141,7 @@ class AnnotatorWidget(Container):
         return [NO_CHANNEL] + single
 
     def _shapes_choices(self, _=None) -> list[str]:
-        return [layer.name for layer in self.viewer.layers if isinstance(layer, Shapes) and layer.name != "IOG box"]
+        return [layer.name for layer in self.viewer.layers if isinstance(layer, Shapes) and layer.name != BOX_LAYER_NAME]
 
     def _labels_choices(self, _=None) -> list[str]:
         return [NEW_LABELS] + labels_layer_names(self.viewer)
@@ -275,73 +177,40 @@ class AnnotatorWidget(Container):
         self.model_info.value = describe_model(name) if not from_file else "choose the file below"
         self.model.native.setToolTip(model_tooltip(name))
         self.model_file_row.visible = from_file
-        self.download_button.visible = missing or self._download is not None
-        self.start_button.enabled = not missing and self._loading is None
+        self.download_button.visible = missing or self.downloading.running
+        self.start_button.enabled = not missing and not self.loading.running
 
     # --- downloading a zoo model ------------------------------------------------------------
 
     def download(self, name: str | None = None) -> None:
         """Download the chosen zoo model in a worker, with napari progress; pressing the button
         again cancels. When it is here, it is selected."""
-        if self._download is not None:
-            self._download[1].set()
+        if self.downloading.running:
+            self.downloading.cancel()
             return
         name = name or self.model.value
         if name not in zoo.WEIGHTS:
             return
-        from napari.qt.threading import create_worker
-        from napari.utils import progress
-
-        entry = zoo.WEIGHTS[name]
-        cancel = threading.Event()
-        bar = progress(total=entry.size or 0, desc=f"downloading {name}")
-        arrived = {"done": 0, "total": entry.size, "shown": 0}
-
-        def on_bytes(done: int, total: int | None) -> None:    # in the worker: no Qt here
-            arrived["done"], arrived["total"] = done, total or arrived["total"]
-
-        def show_progress() -> None:                           # in the GUI thread, by a timer
-            if arrived["total"] and bar.total != arrived["total"]:
-                bar.total = arrived["total"]
-            bar.update(arrived["done"] - arrived["shown"])
-            arrived["shown"] = arrived["done"]
-
-        timer = QTimer()
-        timer.timeout.connect(show_progress)
-        timer.start(200)
-
-        def fetch():
-            return zoo.fetch(name, progress=on_bytes, cancel=cancel)
-
-        worker = create_worker(fetch, _start_thread=False, _ignore_errors=True)
-
-        def finished():
-            timer.stop()
-            bar.close()
-            self._download = None
-            self.download_button.text = "Download"
-            self.reset_choices()
-            self._show_model()
-
-        def returned(path):
-            self.model.value = name
-            self._set_message("")
-            show_info(f"{name} downloaded to {path}")
-
-        def failed(error):
-            if isinstance(error, zoo.DownloadCancelled):
-                self._set_message(f"the download of {name} was cancelled; nothing was kept")
-            else:
-                self._report(f"the download of {name} failed: {error}")
-
-        worker.returned.connect(returned)
-        worker.errored.connect(failed)
-        worker.finished.connect(finished)
-        self._download = (worker, cancel)
+        self.downloading.start(name)
         self.download_button.text = "Cancel download"
         self.start_button.enabled = False
         self._set_message(f"downloading {name} ...")
-        worker.start()
+
+    def _downloaded(self, name: str, path) -> None:
+        self.model.value = name
+        self._set_message("")
+        show_info(f"{name} downloaded to {path}")
+
+    def _download_failed(self, name: str, error: Exception) -> None:
+        if isinstance(error, zoo.DownloadCancelled):
+            self._set_message(f"the download of {name} was cancelled; nothing was kept")
+        else:
+            self._report(f"the download of {name} failed: {error}")
+
+    def _download_finished(self) -> None:
+        self.download_button.text = "Download"
+        self.reset_choices()
+        self._show_model()
 
     def _set_message(self, text: str) -> None:
         self.message.value = text
@@ -370,25 +239,14 @@ class AnnotatorWidget(Container):
         if isinstance(model, IOGPredictor):
             self._begin(model)
             return
-        from napari.qt.threading import create_worker
-
         self.status.value = f"loading {Path(str(model)).name} ..."
         self.start_button.enabled = False
-        worker = create_worker(IOGPredictor, model, device=self.device.value, _start_thread=False,
-                               _ignore_errors=True)
-        worker.returned.connect(self._begin)
-        worker.errored.connect(self._load_failed)
-        worker.finished.connect(self._load_finished)
-        self._loading = worker
-        worker.start()
+        self.loading.start(IOGPredictor, model, device=self.device.value, returned=self._begin,
+                           errored=self._load_failed, finished=self._show_model)
 
     def _load_failed(self, error: Exception) -> None:
         self._report(f"the model could not be loaded: {error}")
         self.status.value = self.annotator.status if self.annotator else "no model loaded"
-
-    def _load_finished(self) -> None:
-        self._loading = None
-        self._show_model()
 
     def _begin(self, predictor: IOGPredictor) -> None:
         labels = None if self.labels.value in (None, NEW_LABELS) else self.labels.value

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import io
+from .. import io
 
 
 def get_coco_reader(path: str | list[str]):

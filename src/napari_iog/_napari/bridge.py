@@ -1,0 +1,174 @@
+"""napari events -> the annotation session: points added to (or moved in, or deleted from) the
+clicks layer, the keys bound on it, the mouse (Shift+click, the guide lines) - and the
+predictions those clicks ask for, here or in a worker.
+
+The flow is one way: an event becomes clicks in the image's pixels (``coordinates``), the
+session checks them and makes the prompt, the predictor runs, the helper layers are redrawn
+from the session. The clicks layer is redrawn from the session too, so its own data events
+during a redraw are ignored (:attr:`HelperLayers.drawing`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from .. import geometry as G
+from ..session import AnnotationSession
+from .workers import BackgroundWork
+
+#: key -> (action, what it does). Bound on the clicks layer only. None of these keys is
+#: bound by napari for points layers or for the viewer (tests/test_annotator.py checks this
+#: against napari's own keymap); Enter and Escape are napari's only on labels and shapes layers.
+SHORTCUTS = {
+    "Enter": ("commit", "commit the current object into the labels layer"),
+    "U": ("undo", "undo the last click, or with no object in progress the last commit"),
+    "Escape": ("clear", "clear the object in progress"),
+    "N": ("toggle_negative", "switch correction clicks between positive and negative"),
+}
+NEGATIVE_MODIFIER = "Shift"   # Shift+click: a negative correction
+
+
+def shortcuts_help() -> str:
+    lines = [f"{key}: {what}" for key, (_, what) in SHORTCUTS.items()]
+    lines.append(f"{NEGATIVE_MODIFIER}+click: a negative correction click")
+    return "\n".join(lines)
+
+
+class Predictions:
+    """Predictions for the session's clicks: here, or in a worker, one at a time. A result for
+    clicks that changed meanwhile is dropped by the session; when a prediction ends, the latest
+    clicks are served. ``work`` is shared with other jobs on the predictor (drawn boxes)."""
+
+    def __init__(self, session: AnnotationSession, asynchronous: bool, shown: Callable[[float], None],
+                 cleared: Callable[[], None], problem: Callable[[str, bool], None]):
+        self.session, self.asynchronous = session, asynchronous
+        self.shown, self.cleared, self.problem = shown, cleared, problem
+        self.work = BackgroundWork("the prediction")
+
+    def request(self) -> None:
+        """Predict for the clicks as they are now. A request made while a worker runs is served
+        when it ends, with the latest clicks."""
+        s = self.session
+        if not s.ready:
+            s.accept(s.version, None)
+            self.cleared()
+            return
+        if not self.asynchronous:
+            try:
+                self.now()
+            except ValueError as err:
+                self.problem(str(err), False)
+            return
+        if self.work.running:
+            return
+        version, task = s.request()
+        start = time.perf_counter()
+
+        def returned(prediction) -> None:
+            if s.accept(version, prediction):
+                self.shown(time.perf_counter() - start)
+
+        def errored(error: Exception) -> None:
+            if version == s.version:
+                self.problem(f"the prediction failed: {error}", True)
+
+        self.work.start(task, returned=returned, errored=errored, finished=self.serve_pending)
+
+    def serve_pending(self) -> None:
+        if self.session.ready and not self.session.up_to_date:
+            self.request()
+
+    def now(self) -> None:
+        """Predict here and now (scripts, synchronous use)."""
+        start = time.perf_counter()
+        self.session.update()
+        self.shown(time.perf_counter() - start)
+
+    def wait(self, timeout: float = 120.0) -> None:
+        """Until the prediction for the last click is shown."""
+        from .workers import wait_until
+
+        s = self.session
+        wait_until(lambda: not self.work.running and (s.up_to_date or not s.ready), timeout, "the prediction")
+
+
+class ClickBridge:
+    """Connects the clicks layer, its keys and the canvas's mouse to ``annotator``."""
+
+    def __init__(self, annotator):
+        self.annotator = annotator
+        self.negative_modifier = False      # the last press held Shift
+        self.guide: tuple[float, float] | None = None
+
+    @property
+    def _clicks(self):
+        return self.annotator.layers.clicks
+
+    def connect(self) -> None:
+        self._clicks.events.data.connect(self.on_clicks_changed)
+        self._clicks.mouse_drag_callbacks.insert(0, self.on_mouse_press)
+        self.annotator.viewer.mouse_move_callbacks.append(self.on_mouse_move)
+        for key, (action, _) in SHORTCUTS.items():
+            self._clicks.bind_key(key, self.key_handler(action), overwrite=True)
+
+    def disconnect(self) -> None:
+        self._clicks.events.data.disconnect(self.on_clicks_changed)
+        if self.on_mouse_press in self._clicks.mouse_drag_callbacks:
+            self._clicks.mouse_drag_callbacks.remove(self.on_mouse_press)
+        callbacks = self.annotator.viewer.mouse_move_callbacks
+        if self.on_mouse_move in callbacks:
+            callbacks.remove(self.on_mouse_move)
+
+    def key_handler(self, action: str):
+        """A plain named function for ``bind_key``: napari 0.9 reads every binding's ``__name__``
+        on each key press, which a ``functools.partial`` lacks (every key then failed)."""
+        def handler(layer=None) -> None:
+            self.annotator.act(action)
+
+        handler.__name__ = handler.__qualname__ = f"iog_{action}"
+        return handler
+
+    def on_mouse_press(self, layer, event) -> None:
+        self.negative_modifier = NEGATIVE_MODIFIER in event.modifiers
+
+    def on_mouse_move(self, viewer, event) -> None:
+        ann = self.annotator
+        placing_corner = ann.session.next_role() == "corner" and viewer.layers.selection.active is self._clicks
+        guide = ann.coordinates.world_to_pixel(event.position) if placing_corner else None
+        if guide != self.guide:
+            self.guide = guide
+            ann.layers.draw_box(ann.session, guide)
+
+    def on_clicks_changed(self, event) -> None:
+        ann = self.annotator
+        if ann.layers.drawing:
+            return
+        action = str(getattr(event, "action", ""))
+        if action.endswith("ing"):     # adding / removing / changing: wait for the outcome
+            return
+        negative, self.negative_modifier = ann.negative or self.negative_modifier, False
+        session, layer = ann.session, self._clicks
+        data = np.asarray(layer.data)
+        known = len(session.clicks)
+        if action == "added" and len(data) > known:
+            def change():
+                for plane, point in ann.coordinates.clicks_of(layer, data[known:]):
+                    session.add_click(point, session.next_role(negative), plane=plane, predict=False)
+        else:   # points moved or deleted in the layer: the layer's points are the clicks now
+            roles = list(layer.features["role"]) if len(data) else []
+
+            def change():
+                placed = list(ann.coordinates.clicks_of(layer, data))
+                planes = {plane for plane, _ in placed}
+                if len(planes) > 1:
+                    raise G.ClickError("the clicks of one object must be on one plane")
+                clicks = [(str(role), point) for role, (_, point) in zip(roles, placed)]
+                session.set_clicks(clicks, planes.pop() if planes else session.plane, predict=False)
+        before = session.version
+        ann.guarded(change)
+        ann.draw()
+        if session.version != before:
+            ann.predictions.request()
