@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import calibrate  # noqa: E402
 
-from napari_iog.session import AnnotationSession  # noqa: E402
 from napari_iog.models import build_model  # noqa: E402
 from napari_iog.predictor import IOGPredictor  # noqa: E402
+from napari_iog.session import AnnotationSession  # noqa: E402
 
 PERIOD = 1024
 

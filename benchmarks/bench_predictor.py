@@ -102,7 +102,8 @@ def bench_arch(arch, objects, device, weights=None):
     cpu_model = model.to("cpu").float() if device.type == "cpu" else None
     for image, corners, inside in objects:
         if cpu_model is not None and not arch.startswith("iog-refine"):
-            (ref_prob, _), t = timed(lambda: opencv_protocol.reference_probability(cpu_model, image, corners, inside), device)
+            (ref_prob, _), t = timed(
+                lambda: opencv_protocol.reference_probability(cpu_model, image, corners, inside), device)
             ref_t.append(t)
         r_exact, t = timed(lambda: exact.predict(image, corners=corners, inside=inside), device)
         exact_t.append(t)
@@ -176,15 +177,18 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2))
     print(f"\nobjects: {source}; device {device}, {args.threads} threads, torch {torch.__version__}\n")
     print("| network | reference (authors' protocol, fp32) | ours fp32 | ours default | default precision | "
-          "default / reference | mask IoU default vs fp32 | correction click | correction / first | batched objects/s | "
+          "default / reference | mask IoU default vs fp32 | correction click | correction / first | "
+          "batched objects/s | "
           "mask clean-up |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     fmt = lambda v, spec=".3f": "n/a" if v is None else format(v, spec)
     for r in rows:
-        print(f"| `{r['arch']}` | {fmt(r['reference_s'])}{'' if r['reference_s'] is None else ' s'} | {r['ours_float32_s']:.3f} s | {r['ours_default_s']:.3f} s | "
+        reference = f"{fmt(r['reference_s'])}{'' if r['reference_s'] is None else ' s'}"
+        print(f"| `{r['arch']}` | {reference} | {r['ours_float32_s']:.3f} s | {r['ours_default_s']:.3f} s | "
               f"{r['precision']} | {fmt(r.get('default_over_reference'), '.2f')} | {r['iou_default_vs_float32']:.4f} "
               f"(min {r['min_iou_default_vs_float32']:.4f}) | {r['correction_s']:.3f} s | "
-              f"{r['correction_over_first']:.2f} | {r['batched_objects_per_s']:.1f} | {1000 * r['mask_cleanup_s']:.1f} ms |")
+              f"{r['correction_over_first']:.2f} | {r['batched_objects_per_s']:.1f} | "
+              f"{1000 * r['mask_cleanup_s']:.1f} ms |")
     print(f"\nwritten to {out}")
 
 

@@ -1,7 +1,9 @@
-"""Print the evaluation table of docs/benchmarks.md from the result files of `napari-iog evaluate`.
+r"""Print the evaluation table of docs/benchmarks.md from the result files of `napari-iog evaluate`.
 
-    napari-iog evaluate --dataset grabcut --data-root ../shared/data --model box --model grabcut --out benchmarks/results/evaluation
-    napari-iog evaluate --dataset berkeley --data-root ../shared/data --model box --model grabcut --out benchmarks/results/evaluation
+    napari-iog evaluate --dataset grabcut --data-root ../shared/data --model box --model grabcut \
+        --out benchmarks/results/evaluation
+    napari-iog evaluate --dataset berkeley --data-root ../shared/data --model box --model grabcut \
+        --out benchmarks/results/evaluation
     python3 benchmarks/evaluation_table.py [benchmarks/results/evaluation]
 """
 

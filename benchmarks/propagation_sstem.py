@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from napari_iog import geometry as G
-from napari_iog.session import AnnotationSession
 from napari_iog.predictor import IOGPredictor
+from napari_iog.session import AnnotationSession
 from napari_iog.training import sstem_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,7 +137,8 @@ def main(argv=None) -> int:
             continue
         where = row["propagated_miou_where_reached"]
         print(f"| {d} | {row['propagated_miou']:.3f} | {row['reached']:.2f} | "
-              f"{'n/a' if where is None else f'{where:.3f}'} | {row['copy_committed_miou']:.3f} | {row['copy_miou']:.3f} |")
+              f"{'n/a' if where is None else f'{where:.3f}'} | {row['copy_committed_miou']:.3f} | "
+              f"{row['copy_miou']:.3f} |")
     print(f"{len(chosen)} objects of slice {start}, {seconds:.0f} s -> {args.out}")
     return 0
 

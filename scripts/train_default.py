@@ -137,7 +137,8 @@ def main(argv=None) -> int:
         else:
             base = base_checkpoint(args.arch, args.imagenet, Path(tmp), args.seed)
         config = TrainConfig(base=str(base), out=str(args.out), steps=args.steps, batch_size=args.batch_size,
-                             lr=args.lr, warmup_steps=args.warmup_steps, device=args.device, amp=args.amp, workers=args.workers,
+                             lr=args.lr, warmup_steps=args.warmup_steps, device=args.device, amp=args.amp,
+                             workers=args.workers,
                              val_every=args.val_every, checkpoint_every=args.checkpoint_every,
                              val_objects=200, seed=args.seed, freeze_bn=False, resume=args.resume,
                              half=args.half)

@@ -16,7 +16,8 @@ def synthetic_scene(height=240, width=320, seed=0, center=(120, 150), radii=(60,
     """A textured RGB background with one bright ellipse; returns (image uint8, object mask)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:height, :width]
-    background = 90 + 30 * np.sin(xx / 7.0)[..., None] * np.cos(yy / 11.0)[..., None] + rng.normal(0, 8, (height, width, 3))
+    texture = np.sin(xx / 7.0)[..., None] * np.cos(yy / 11.0)[..., None]
+    background = 90 + 30 * texture + rng.normal(0, 8, (height, width, 3))
     mask = ((yy - center[0]) / radii[0]) ** 2 + ((xx - center[1]) / radii[1]) ** 2 < 1
     image = background.copy()
     image[mask] = [220, 180, 60] + rng.normal(0, 8, (int(mask.sum()), 3))
@@ -33,7 +34,7 @@ def calibrate(model, seed=0, batches=3, size=256):
             m.momentum = None
     model.train()
     with torch.no_grad():
-        for b in range(batches):
+        for _ in range(batches):
             xs = []
             for _ in range(2):
                 image, mask = synthetic_scene(size, size, seed=int(g.integers(1 << 30)),
@@ -93,8 +94,8 @@ class ThresholdPredictor(IOGPredictor):
         return Prediction(probability, crop, job.box, tuple(image.shape[:2]), 0.5, {})
 
     def predict_batch(self, image, prompts, **options):
-        return [self.predict(image, prompt=p, **options) if isinstance(p, Prompt) else self.predict(image, **p, **options)
-                for p in prompts]
+        return [self.predict(image, prompt=p, **options) if isinstance(p, Prompt)
+                else self.predict(image, **p, **options) for p in prompts]
 
 
 class GuidanceFollower(nn.Module):

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 import torch
-
 from conftest import GuidanceFollower, ThresholdPredictor, synthetic_scene
 
 napari = pytest.importorskip("napari")
@@ -20,10 +19,10 @@ from gui_input import world_of as world  # noqa: E402
 from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks  # noqa: E402
 
 from napari_iog import IOGPredictor  # noqa: E402
-from napari_iog.evaluation import iou  # noqa: E402
 from napari_iog._napari.annotator import Annotator  # noqa: E402
-from napari_iog._napari.bridge import SHORTCUTS  # noqa: E402
 from napari_iog._napari.annotator_widget import FROM_FILE, NEW_LABELS, AnnotatorWidget  # noqa: E402
+from napari_iog._napari.bridge import SHORTCUTS  # noqa: E402
+from napari_iog.evaluation import iou  # noqa: E402
 
 pytestmark = pytest.mark.napari
 

@@ -6,7 +6,6 @@ import threading
 import time
 
 import pytest
-
 from conftest import synthetic_scene
 
 napari = pytest.importorskip("napari")

@@ -8,8 +8,8 @@ import subprocess
 import numpy as np
 import pytest
 import tifffile
-
 from conftest import ThresholdPredictor, calibrate
+
 from napari_iog import batch, io
 from napari_iog.cli import main
 from napari_iog.models import build_model, save_model

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import tifffile
-
 from conftest import synthetic_scene
+
 from napari_iog import IOGPredictor, zoo
 from napari_iog.cli import main as cli
 from napari_iog.evaluation import iou

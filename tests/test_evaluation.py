@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import synthetic_scene
 from skimage import io
 
-from conftest import synthetic_scene
 from napari_iog import IOGPredictor
 from napari_iog import evaluation as E
 from napari_iog.cli import main as cli

@@ -3,7 +3,6 @@ before/after mIoU, cancel, a crash reported, the new model handed to the annotat
 
 import numpy as np
 import pytest
-
 from test_training import shapes_scene
 
 napari = pytest.importorskip("napari")

@@ -4,14 +4,12 @@ keymap's contents were tested)."""
 
 import numpy as np
 import pytest
-from scipy import ndimage
-
 from conftest import GuidanceFollower, ThresholdPredictor, synthetic_scene
+from scipy import ndimage
 
 napari = pytest.importorskip("napari")
 
-from gui_input import (canvas_position, canvas_widget, hold_key, mouse_click, press_key,  # noqa: E402
-                       release_key, show_all, world_of)
+from gui_input import canvas_position, canvas_widget, hold_key, mouse_click, press_key, release_key, show_all, world_of  # noqa: E402
 
 from napari_iog import IOGPredictor  # noqa: E402
 from napari_iog._napari.annotator import Annotator  # noqa: E402

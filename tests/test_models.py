@@ -3,10 +3,10 @@
 import json
 from pathlib import Path
 
+import functional_reference as ref
 import pytest
 import torch
 
-import functional_reference as ref
 from napari_iog.models import (
     ARCHITECTURES,
     IOGConfig,

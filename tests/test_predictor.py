@@ -1,14 +1,14 @@
 """IOGPredictor: the published protocol, the images users have, corrections, bad input."""
 
 import numpy as np
+import opencv_protocol as ref
 import pytest
 import torch
+from conftest import synthetic_scene
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-import opencv_protocol as ref
-from conftest import synthetic_scene
 from napari_iog import geometry as G
 from napari_iog.models import build_model, save_model
 from napari_iog.predictor import IOGPredictor
@@ -145,14 +145,16 @@ def test_reads_only_the_crop_of_a_lazy_array(exact, scene):
     lazy = RecordingArray(image)
     res = exact.predict(lazy, corners=((55, 65), (185, 235)), inside=(120, 150))
     assert lazy.reads == [(slice(25, 216), slice(35, 266))]
-    assert np.array_equal(res.probability, exact.predict(image, corners=((55, 65), (185, 235)), inside=(120, 150)).probability)
+    same = exact.predict(image, corners=((55, 65), (185, 235)), inside=(120, 150))
+    assert np.array_equal(res.probability, same.probability)
 
 
 def test_dask_array(exact, scene):
     da = pytest.importorskip("dask.array")
     image, _ = scene
     res = exact.predict(da.from_array(image, chunks=(64, 64, 3)), corners=((55, 65), (185, 235)), inside=(120, 150))
-    assert np.array_equal(res.probability, exact.predict(image, corners=((55, 65), (185, 235)), inside=(120, 150)).probability)
+    same = exact.predict(image, corners=((55, 65), (185, 235)), inside=(120, 150))
+    assert np.array_equal(res.probability, same.probability)
 
 
 # --- corrections and batches ----------------------------------------------------------------
@@ -336,8 +338,10 @@ def test_random_clicks_give_a_mask_or_a_clear_error(exact, height, width, dtype,
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(height=st.integers(3, 120), width=st.integers(3, 120), data=st.data())
 def test_valid_clicks_always_give_a_mask(exact, height, width, data):
-    r0 = data.draw(st.integers(0, height - 2)); r1 = data.draw(st.integers(r0 + 1, height - 1))
-    c0 = data.draw(st.integers(0, width - 2)); c1 = data.draw(st.integers(c0 + 1, width - 1))
+    r0 = data.draw(st.integers(0, height - 2))
+    r1 = data.draw(st.integers(r0 + 1, height - 1))
+    c0 = data.draw(st.integers(0, width - 2))
+    c1 = data.draw(st.integers(c0 + 1, width - 1))
     inside = (data.draw(st.integers(r0, r1)), data.draw(st.integers(c0, c1)))
     image = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
     res = exact.predict(image, corners=((r1, c0), (r0, c1)), inside=inside)

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-
 from conftest import ThresholdPredictor
-from napari_iog.session import AnnotationSession
+
 from napari_iog.predictor import IOGPredictor
+from napari_iog.session import AnnotationSession
 
 
 def disc(shape, centre, radius):

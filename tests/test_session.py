@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-
 from conftest import synthetic_scene
+
 from napari_iog import geometry as G
-from napari_iog.session import AnnotationSession
 from napari_iog.models import build_model
 from napari_iog.predictor import IOGPredictor
+from napari_iog.session import AnnotationSession
 
 
 @pytest.fixture(scope="module")

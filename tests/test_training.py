@@ -18,8 +18,20 @@ from napari_iog import geometry as G
 from napari_iog.evaluation import initial_clicks
 from napari_iog.models import build_model, load_model, save_model
 from napari_iog.predictor import IOGPredictor
-from napari_iog.training import (InstanceDataset, TrainConfig, TrainingError, cvppp_pairs, iog_loss, lr_factor,
-                                 pairs_from_arrays, pairs_from_folders, split_pairs, sstem_pairs, state_path, train)
+from napari_iog.training import (
+    InstanceDataset,
+    TrainConfig,
+    TrainingError,
+    cvppp_pairs,
+    iog_loss,
+    lr_factor,
+    pairs_from_arrays,
+    pairs_from_folders,
+    split_pairs,
+    sstem_pairs,
+    state_path,
+    train,
+)
 from napari_iog.training.events import StepDone, from_json
 from napari_iog.training.loop import add_corrections, weights_digest
 

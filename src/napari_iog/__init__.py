@@ -4,8 +4,9 @@ The names below are imported on first use, so that ``import napari_iog`` (and an
 numpy-only modules, such as ``napari_iog.io``) does not pull in torch, napari or Qt.
 """
 
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+
+from ._lazy import lazy_exports
 
 try:
     __version__ = version("napari-iog")
@@ -19,17 +20,6 @@ _EXPORTS = {
     "Annotator": "._napari.annotator",
 }
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(import_module(_EXPORTS[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'napari_iog' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *_EXPORTS])
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = ["__version__", *_EXPORTS]

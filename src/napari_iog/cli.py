@@ -225,7 +225,8 @@ def _train(args) -> int:
         before, after = summary["val_miou_before"], summary["val_miou_after"]
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
         agree = len(set(summary["rank_digests"])) == 1
-        print(f"\n{summary['status']}: {summary['steps']}/{summary['total_steps']} steps in {summary['seconds']:.0f} s; "
+        print(f"\n{summary['status']}: {summary['steps']}/{summary['total_steps']} steps in "
+              f"{summary['seconds']:.0f} s; "
               f"held-out mIoU@3 {fmt(before)} -> {fmt(after)}; model: {summary['out']}"
               + (f"; weights identical on all {summary['world_size']} ranks: {'yes' if agree else 'NO'}"
                  if summary["world_size"] > 1 else ""))

@@ -90,10 +90,7 @@ class Prompt:
 
     def on(self, image_shape: Sequence[int]) -> Prompt:
         """This prompt, refused with a clear error if it was checked against another image size."""
-        if tuple(int(n) for n in image_shape[:2]) != self.image_shape:
-            raise G.ClickError(f"the prompt was made for an image of {self.image_shape[0]} x {self.image_shape[1]} "
-                               f"pixels, this image has {image_shape[0]} x {image_shape[1]}")
-        return self
+        return _same_size(self, image_shape)
 
     def clicks(self) -> dict[str, list[Pixel]]:
         """The clicks as used, by role (the box's corners sorted)."""
@@ -123,10 +120,15 @@ class ExtremePrompt:
         return cls(shape, pixels, G.box_from_points(np.array(pixels, np.float64), shape, "extreme point"))
 
     def on(self, image_shape: Sequence[int]) -> ExtremePrompt:
-        if tuple(int(n) for n in image_shape[:2]) != self.image_shape:
-            raise G.ClickError(f"the extreme points were checked on an image of {self.image_shape}, "
-                               f"this image has {tuple(image_shape[:2])}")
-        return self
+        return _same_size(self, image_shape)
 
     def clicks(self) -> dict[str, list[Pixel]]:
         return {"extreme": list(self.points)}
+
+
+def _same_size(prompt, image_shape: Sequence[int]):
+    if tuple(int(n) for n in image_shape[:2]) != prompt.image_shape:
+        (h, w), (rows, cols) = prompt.image_shape, image_shape[:2]
+        raise G.ClickError(f"the clicks were checked on an image of {h} x {w} pixels, this image has {rows} x {cols}")
+    return prompt
+

@@ -19,8 +19,6 @@ import hashlib
 import http.cookiejar
 import json
 import os
-import sys
-import tempfile
 import threading
 import urllib.error
 import urllib.parse
@@ -110,15 +108,14 @@ WEIGHTS: dict[str, WeightsEntry] = {e.name: e for e in (
 
 
 def cache_dir() -> Path:
-    """``NAPARI_IOG_CACHE`` when set, else the platform's cache folder for napari-iog."""
+    """``NAPARI_IOG_CACHE`` when set, else the platform's cache folder for napari-iog
+    (platformdirs: ``~/.cache/napari-iog`` on Linux, ``~/Library/Caches/napari-iog`` on macOS,
+    ``%LOCALAPPDATA%\\napari-iog\\Cache`` on Windows)."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-        return base / "napari-iog" / "Cache"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "napari-iog"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "napari-iog"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("napari-iog", appauthor=False))
 
 
 def local_path(name: str) -> Path:
@@ -217,10 +214,10 @@ def fetch(name: str, progress: Callable[[int, int | None], None] | None = None, 
           cancel: threading.Event | None = None) -> Path:
     """Make ``name`` present in the cache and return its path.
 
-    A file already there is used as it is (no network). Otherwise it is downloaded (its direct
+    A file already there is used as it is (no network). Otherwise pooch downloads it (its direct
     URL, or from Google Drive through the confirm page Drive shows for large files) to a
-    temporary file beside the target, checked (length, sha256 when known, loadable as the
-    expected architecture) and renamed into place; on any failure nothing is left behind.
+    temporary file beside the target; it is checked (length, loadable as the expected
+    architecture, sha256 when known) and moved into place; on any failure nothing is left.
     ``progress(done_bytes, total_bytes_or_None)`` is called as bytes arrive; setting ``cancel``
     stops the download with :class:`DownloadCancelled`.
     """
@@ -234,29 +231,42 @@ def fetch(name: str, progress: Callable[[int, int | None], None] | None = None, 
         return resolve(name)        # raises: the package lost its own file
     if not entry.downloadable:
         raise ManualDownloadRequired(manual_instructions(entry))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{entry.filename}.", suffix=".part")
-    tmp = Path(tmp_name)
+    import pooch
+
+    want = expected_sha256(entry.filename)
+    downloader = _Downloader(entry, progress, timeout, cancel)
     try:
-        with os.fdopen(fd, "wb") as out:
+        pooch.retrieve(entry.url or _drive_url(entry), known_hash=f"sha256:{want}" if want else None,
+                       fname=entry.filename, path=target.parent, downloader=downloader)
+    except ValueError as err:       # pooch: the hash does not match
+        raise DownloadError(f"{entry.filename}: its sha256 does not match the expected {want}; the file is "
+                            f"corrupt or not the published one, and was not kept ({err})") from err
+    _record(entry.filename, downloader.sha256)
+    return target
+
+
+class _Downloader:
+    """pooch's downloader for a zoo entry: its direct URL, or Google Drive through the confirm
+    page Drive shows for large files; streamed with progress and cancel. The length and the
+    architecture are checked here, on pooch's temporary file, before pooch checks the hash and
+    moves the file into place (pooch deletes the temporary file on any failure)."""
+
+    def __init__(self, entry: WeightsEntry, progress, timeout: float, cancel: threading.Event | None):
+        self.entry, self.progress, self.timeout, self.cancel = entry, progress, timeout, cancel
+        self.sha256: str | None = None
+
+    def __call__(self, url: str, output_file, pooch_instance=None, check_only: bool = False):
+        entry = self.entry
+        with open(output_file, "wb") as out:
             if entry.url:
-                digest, size = _download(entry.url, out, progress, timeout, cancel)
+                digest, size = _download(url, out, self.progress, self.timeout, self.cancel)
             else:
-                digest, size = _download_drive(entry, out, progress, timeout, cancel)
+                digest, size = _download_drive(entry, out, self.progress, self.timeout, self.cancel)
         if entry.size is not None and size != entry.size:
             raise DownloadError(f"{entry.filename}: {size} bytes arrived, the published file has {entry.size}; "
                                 "it was not kept")
-        want = expected_sha256(entry.filename)
-        if want and digest != want:
-            raise DownloadError(f"{entry.filename}: sha256 {digest} does not match the expected {want}; "
-                                "the file is corrupt or not the published one, and was not kept")
-        _check_loadable(tmp, entry)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _record(entry.filename, digest)
-    return target
+        _check_loadable(Path(output_file), entry)
+        self.sha256 = digest
 
 
 def _opener() -> urllib.request.OpenerDirector:
@@ -313,9 +323,13 @@ class _DriveConfirmForm(HTMLParser):
             self._in_form = False
 
 
+def _drive_url(entry: WeightsEntry) -> str:
+    return f"{DRIVE_DOWNLOAD_URL}?{urllib.parse.urlencode({'export': 'download', 'id': entry.drive_id})}"
+
+
 def _download_drive(entry: WeightsEntry, out, progress, timeout: float,
                     cancel: threading.Event | None) -> tuple[str, int]:
-    url = f"{DRIVE_DOWNLOAD_URL}?{urllib.parse.urlencode({'export': 'download', 'id': entry.drive_id})}"
+    url = _drive_url(entry)
     opener = _opener()
     try:
         response = opener.open(url, timeout=timeout)

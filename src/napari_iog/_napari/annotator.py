@@ -294,4 +294,5 @@ class Annotator:
         self.prediction_shown.emit()
 
     def draw(self) -> None:
-        self.layers.draw(self.session, self.negative, self.bridge.guide)
+        with self.bridge.quiet():
+            self.layers.draw(self.session, self.negative, self.bridge.guide)

@@ -141,7 +141,8 @@ class AnnotatorWidget(Container):
         return [NO_CHANNEL] + single
 
     def _shapes_choices(self, _=None) -> list[str]:
-        return [layer.name for layer in self.viewer.layers if isinstance(layer, Shapes) and layer.name != BOX_LAYER_NAME]
+        return [layer.name for layer in self.viewer.layers
+                if isinstance(layer, Shapes) and layer.name != BOX_LAYER_NAME]
 
     def _labels_choices(self, _=None) -> list[str]:
         return [NEW_LABELS] + labels_layer_names(self.viewer)

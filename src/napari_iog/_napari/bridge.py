@@ -4,8 +4,8 @@ predictions those clicks ask for, here or in a worker.
 
 The flow is one way: an event becomes clicks in the image's pixels (``coordinates``), the
 session checks them and makes the prompt, the predictor runs, the helper layers are redrawn
-from the session. The clicks layer is redrawn from the session too, so its own data events
-during a redraw are ignored (:attr:`HelperLayers.drawing`).
+from the session. The clicks layer is redrawn from the session too, with the bridge's own
+handler blocked meanwhile (:meth:`ClickBridge.quiet`), so a redraw is never taken for clicks.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from napari.layers.base import ActionType
 
 from .. import geometry as G
 from ..session import AnnotationSession
@@ -114,6 +115,10 @@ class ClickBridge:
         for key, (action, _) in SHORTCUTS.items():
             self._clicks.bind_key(key, self.key_handler(action), overwrite=True)
 
+    def quiet(self):
+        """A context in which changes to the clicks layer do not reach :meth:`on_clicks_changed`."""
+        return self._clicks.events.data.blocker(self.on_clicks_changed)
+
     def disconnect(self) -> None:
         self._clicks.events.data.disconnect(self.on_clicks_changed)
         if self.on_mouse_press in self._clicks.mouse_drag_callbacks:
@@ -144,16 +149,14 @@ class ClickBridge:
 
     def on_clicks_changed(self, event) -> None:
         ann = self.annotator
-        if ann.layers.drawing:
-            return
-        action = str(getattr(event, "action", ""))
-        if action.endswith("ing"):     # adding / removing / changing: wait for the outcome
-            return
+        action = getattr(event, "action", None)
+        if action not in (ActionType.ADDED, ActionType.REMOVED, ActionType.CHANGED):
+            return      # adding / removing / changing: the outcome follows
         negative, self.negative_modifier = ann.negative or self.negative_modifier, False
         session, layer = ann.session, self._clicks
         data = np.asarray(layer.data)
         known = len(session.clicks)
-        if action == "added" and len(data) > known:
+        if action == ActionType.ADDED and len(data) > known:
             def change():
                 for plane, point in ann.coordinates.clicks_of(layer, data[known:]):
                     session.add_click(point, session.next_role(negative), plane=plane, predict=False)

@@ -33,12 +33,10 @@ def role_table(roles) -> pd.DataFrame:
 
 
 class HelperLayers:
-    """The three helper layers over ``image_layer``; :meth:`draw` shows a session on them.
-    While drawing, :attr:`drawing` is True, so that the clicks layer's own events are ignored."""
+    """The three helper layers over ``image_layer``; :meth:`draw` shows a session on them."""
 
     def __init__(self, viewer, image_layer: Image, coordinates: Coordinates, first_role: str):
         self.viewer, self.image_layer, self.coordinates = viewer, image_layer, coordinates
-        self.drawing = False
         ndim = image_layer.ndim
         self.clicks = Points(ndim=ndim, name=CLICKS_LAYER_NAME, features=role_table([]), face_color="role",
                              face_color_cycle=ROLE_COLOURS, border_color="black", size=10,
@@ -64,13 +62,9 @@ class HelperLayers:
                 self.viewer.layers.remove(layer)
 
     def draw(self, session: AnnotationSession, negative: bool, guide: tuple[float, float] | None) -> None:
-        self.drawing = True
-        try:
-            self._draw_clicks(session, negative)
-            self.draw_box(session, guide)
-            self._draw_preview(session)
-        finally:
-            self.drawing = False
+        self._draw_clicks(session, negative)
+        self.draw_box(session, guide)
+        self._draw_preview(session)
 
     def _draw_clicks(self, s: AnnotationSession, negative: bool) -> None:
         layer = self.clicks

@@ -13,8 +13,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, PushButton,
-                              SpinBox)
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, PushButton, SpinBox
 from napari.layers import Image, Labels
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -54,8 +53,8 @@ def _safe(name: str) -> str:
 def export_layers(image_layer: Image, labels_layer: Labels, folder: Path) -> int:
     """The labelled planes of the layers as images/*.png (RGB as the annotator sees them: the
     layer's contrast limits) and labels/*.tif; returns how many planes."""
-    from tifffile import imwrite
     from PIL import Image as PILImage
+    from tifffile import imwrite
 
     from ..training import pairs_from_arrays
     from .layers import DENSE_LABELS_MAX_PIXELS

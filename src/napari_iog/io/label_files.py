@@ -76,7 +76,7 @@ def write_labels_tif(path: str | os.PathLike, labels) -> Path:
     height, width = labels.shape[-2:]
 
     def tiles():
-        for plane, plane_labels in iter_planes(labels):
+        for _, plane_labels in iter_planes(labels):
             for r in range(0, height, TILE):
                 for c in range(0, width, TILE):
                     tile = np.zeros((TILE, TILE), labels.dtype)
@@ -95,7 +95,7 @@ def read_labels(path: str | os.PathLike, dtype=None) -> np.ndarray:
         raise FileNotFoundError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".json":
-        from .coco import read_coco    # coco builds on this module
+        from .coco import read_coco  # coco builds on this module
 
         return read_coco(path, dtype or np.uint32)
     if suffix == ".npy":

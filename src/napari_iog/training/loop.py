@@ -38,9 +38,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .. import __version__
+from .. import __version__, zoo
 from .. import geometry as G
-from .. import zoo
 from ..evaluation import IOGMethod, evaluate, next_click
 from ..models import ARCHITECTURES, IOGRefineNetwork, build_model, load_model, save_model
 from ..models.checkpoint import atomic_save, state_path
@@ -176,8 +175,9 @@ def train(config: TrainConfig, train_pairs: Sequence[Pair], val_pairs: Sequence[
     """Train ``config.base`` on ``train_pairs``; returns the run's summary.
 
     ``on_event`` receives the typed events of :mod:`~napari_iog.training.events` (only on
-    rank 0); the summary returned is the last one's (:class:`TrainingEnded`) fields. ``should_stop`` is polled after every optimizer step; when it says yes
-    the run saves its model and resume state at that step and ends with ``status`` "cancelled".
+    rank 0); the summary returned is the last one's (:class:`TrainingEnded`) fields.
+    ``should_stop`` is polled after every optimizer step; when it says yes the run saves its
+    model and resume state at that step and ends with ``status`` "cancelled".
     """
     config.check()
     emit = on_event or (lambda event: None)
