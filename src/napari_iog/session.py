@@ -141,6 +141,11 @@ class AnnotationSession:
     # --- prediction ---------------------------------------------------------------------------
 
     @property
+    def prompt(self) -> Prompt | ExtremePrompt | None:
+        """The validated prompt of the clicks (None while there are too few)."""
+        return self._prompt
+
+    @property
     def ready(self) -> bool:
         """Are there enough clicks for a prediction?"""
         return self._prompt is not None

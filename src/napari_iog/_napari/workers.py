@@ -9,17 +9,23 @@ their work in place.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 
+QT_BINDINGS = ("PyQt6", "PySide6", "PyQt5", "PySide2")
+
+
 def qt_app_running() -> bool:
-    try:
-        from qtpy.QtWidgets import QApplication
-    except Exception:  # no Qt binding: synchronous only
-        return False
-    return QApplication.instance() is not None
+    """Is a Qt application running? Without importing Qt: a script on a ``ViewerModel`` stays
+    free of it (no application can run in a binding nobody imported)."""
+    for binding in QT_BINDINGS:
+        widgets = sys.modules.get(f"{binding}.QtWidgets")
+        if widgets is not None and widgets.QApplication.instance() is not None:
+            return True
+    return False
 
 
 def wait_until(done: Callable[[], bool], timeout: float, what: str) -> None:
