@@ -78,6 +78,10 @@ def read_box_csv(path: str | os.PathLike) -> list[BoxPrompt]:
         prompts = []
         for n, row in enumerate(reader, start=2):
             where = f"{path.name} line {n}"
+            for key in ("x0", "y0", "x1", "y1"):
+                value = (row.get(cols[key]) or "").strip()
+                if not value:
+                    raise BoxFileError(f"{where}: the box column {cols[key]} is empty: every box needs x0,y0,x1,y1")
             try:
                 x0, y0, x1, y1 = (float(row[cols[k]]) for k in ("x0", "y0", "x1", "y1"))
                 inside = None

@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError) as err:     # OSError: missing files, a full disk ...
         print(f"napari-iog: {err}", file=sys.stderr)
         return 1
 

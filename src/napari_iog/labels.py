@@ -157,7 +157,15 @@ def paint(labels, plane: tuple[int, ...], window: G.Box, mask: np.ndarray, label
         return None
     after = before.copy()
     after[mask] = label_id
-    labels[index] = after
+    try:
+        labels[index] = after
+    except BaseException:
+        # a chunked store (zarr) may have written some chunks before failing: put them back
+        try:
+            labels[index] = before
+        except Exception:
+            pass
+        raise
     return before, after, mask
 
 

@@ -58,6 +58,7 @@ class Annotator:
     propagation_finished = Signal(object)
     boxes_finished = Signal(int)
     notified = Signal(str)      # every problem shown to the user, in full
+    stopped = Signal(str)       # the annotator closed itself (its image or labels layer was removed)
 
     def __init__(self, viewer, image_layer: Image | str | None = None, model: Any = None, *,
                  device: str = "auto", precision: str = "auto", labels_layer: Labels | str | None = None,
@@ -85,6 +86,8 @@ class Annotator:
         self.stack = StackPropagation(self)
         self.bridge = ClickBridge(self)
         self.bridge.connect()
+        self.closed = False
+        viewer.layers.events.removed.connect(self._on_layer_removed)
         self.draw()
         self.status_changed.emit(self.status)
 
@@ -123,12 +126,28 @@ class Annotator:
         self.session.predict_options.update(self.source.contrast_options(self.session.image))
 
     def close(self, remove_layers: bool = True) -> None:
-        """Stop listening to the viewer; remove the helper layers (not the labels)."""
+        """Stop listening to the viewer; remove the helper layers (not the labels). A prediction
+        or propagation still running ends unseen."""
+        if self.closed:
+            return
+        self.closed = True
+        self.stack.stop()
         self.bridge.disconnect()
+        self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         for layer in self.source.layers:
             layer.events.contrast_limits.disconnect(self._follow_contrast_limits)
         if remove_layers:
             self.layers.remove()
+
+    def _on_layer_removed(self, event) -> None:
+        layer = event.value
+        if layer in self.source.layers or layer is self.labels_layer:
+            what = "labels" if layer is self.labels_layer else "image"
+            message = (f"the {what} layer {layer.name!r} was removed: annotating stopped"
+                       + ("" if what == "labels" else "; the labels are kept"))
+            self.close()
+            self.notify(message)
+            self.stopped.emit(message)
 
     # --- scripted use ------------------------------------------------------------------------
 
@@ -249,6 +268,9 @@ class Annotator:
     def act(self, action: str) -> Any:
         """Run ``commit``, ``undo``, ``clear`` or ``toggle_negative`` as the GUI does: an error
         becomes a notification and changes nothing."""
+        if self.closed:
+            self.notify("annotating has stopped: press 'Start annotating' again")
+            return None
         if action == "toggle_negative":
             self.set_negative(not self.negative)
             show_info(f"correction clicks are now {'negative' if self.negative else 'positive'}")
@@ -279,20 +301,27 @@ class Annotator:
         (show_error if error else show_warning)(message)
 
     def guarded(self, action) -> Any:
-        """Run a user action; a ValueError (ClickError included) becomes a notification."""
+        """Run a user action; a ValueError (ClickError included) becomes a notification, and so
+        does an OSError (labels on a full or unplugged disk), which leaves the labels as they were."""
         try:
             return action()
         except ValueError as err:
             self.notify(str(err))
-            self.draw()
-            return None
+        except OSError as err:
+            self.notify(f"the labels could not be written: {err}; they are as they were before", error=True)
+        self.draw()
+        return None
 
     def _shown(self, latency: float) -> None:
+        if self.closed:
+            return
         self.last_latency = latency
         self.draw()
         self.set_status()
         self.prediction_shown.emit()
 
     def draw(self) -> None:
+        if self.closed:
+            return
         with self.bridge.quiet():
             self.layers.draw(self.session, self.negative, self.bridge.guide)

@@ -264,6 +264,7 @@ class AnnotatorWidget(Container):
         self.annotator = annotator
         self._set_message("")
         annotator.notified.connect(self._set_message)
+        annotator.stopped.connect(self._stopped)
         annotator.set_negative(self.negative.value)
         annotator.status_changed.connect(self._on_status)
         annotator.negative_changed.connect(self._show_negative)
@@ -276,6 +277,11 @@ class AnnotatorWidget(Container):
         self.labels.reset_choices()
         self.labels.value = annotator.labels_layer.name
         self._on_status(annotator.status)
+
+    def _stopped(self, why: str) -> None:
+        self.annotator = None
+        self.status.value = why
+        self.propagate_row.visible = False
 
     def _act(self, action: str) -> None:
         if self.annotator is None:

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-
 QT_BINDINGS = ("PyQt6", "PySide6", "PyQt5", "PySide2")
 
 

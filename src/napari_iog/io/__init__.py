@@ -4,7 +4,7 @@ files, and the atomic writer that all of them (and the zoo and the trainer) writ
 numpy in and out, no torch, no napari.
 """
 
-from .atomic import atomic_write
+from .atomic import WriteFailed, atomic_write
 from .coco import (
     ENCODINGS,
     coco_to_labels,
@@ -27,8 +27,8 @@ from .label_files import (
 )
 
 __all__ = [
-    "ENCODINGS", "IMAGE_SUFFIXES", "PHOTO_COLOURS", "LabelsFileError", "atomic_write", "check_label_image",
-    "coco_to_labels", "decode_rle", "encode_rle", "labels_to_coco", "mask_polygons", "open_array",
-    "polygons_mask", "read_coco", "read_image", "read_label_image", "read_labels",
-    "write_coco", "write_labels_tif",
+    "ENCODINGS", "IMAGE_SUFFIXES", "PHOTO_COLOURS", "LabelsFileError", "WriteFailed", "atomic_write",
+    "check_label_image", "coco_to_labels", "decode_rle", "encode_rle", "labels_to_coco", "mask_polygons",
+    "open_array", "polygons_mask", "read_coco", "read_image", "read_label_image", "read_labels", "write_coco",
+    "write_labels_tif",
 ]

@@ -147,7 +147,10 @@ def polygons_mask(polygons: Sequence[Sequence[float]], size: tuple[int, int]) ->
 
     mask = np.zeros(size, bool)
     for poly in polygons:
-        xy = np.asarray(poly, float).reshape(-1, 2)
+        try:
+            xy = np.asarray(poly, float).reshape(-1, 2)
+        except (TypeError, ValueError) as err:
+            raise LabelsFileError(f"a polygon is not a list of x, y numbers: {err}") from err
         rr, cc = fill_polygon(xy[:, 1] - 0.5, xy[:, 0] - 0.5, shape=size)
         mask[rr, cc] = True
     return mask
@@ -239,7 +242,11 @@ def coco_to_labels(coco: dict[str, Any], dtype=np.uint32) -> np.ndarray:
         raise LabelsFileError("not a COCO dataset: it needs an 'images' list") from err
     if not images:
         raise LabelsFileError("the COCO file has no images")
-    sizes = {(int(im["height"]), int(im["width"])) for im in images}
+    try:
+        sizes = {(int(im["height"]), int(im["width"])) for im in images}
+    except (KeyError, TypeError, ValueError) as err:
+        raise LabelsFileError(f"every COCO image needs a 'height' and a 'width' (and an 'id'); an image lacks "
+                              f"{err}") from err
     if len(sizes) != 1:
         raise LabelsFileError(f"the COCO images differ in size ({sorted(sizes)}): import them one by one")
     height, width = sizes.pop()
@@ -255,12 +262,15 @@ def coco_to_labels(coco: dict[str, Any], dtype=np.uint32) -> np.ndarray:
         if ann.get("image_id") not in where:
             raise LabelsFileError(f"annotation {ann.get('id')} names image {ann.get('image_id')}, not in the file")
         seg = ann.get("segmentation")
-        if isinstance(seg, dict):
-            mask = decode_rle(seg)
-        elif isinstance(seg, list):
-            mask = polygons_mask(seg, (height, width))
-        else:
-            raise LabelsFileError(f"annotation {ann.get('id')} has no segmentation")
+        try:
+            if isinstance(seg, dict):
+                mask = decode_rle(seg)
+            elif isinstance(seg, list):
+                mask = polygons_mask(seg, (height, width))
+            else:
+                raise LabelsFileError("it has no segmentation")
+        except (LabelsFileError, TypeError, ValueError) as err:
+            raise LabelsFileError(f"annotation {ann.get('id')}: {err}") from err
         if mask.shape != (height, width):
             raise LabelsFileError(f"annotation {ann.get('id')} is {mask.shape}, its image {(height, width)}")
         image_id = ann["image_id"]

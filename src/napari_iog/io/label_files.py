@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_write
-from .images import read_image
+from .images import check_file, read_image
 
 TILE = 512
 
@@ -90,9 +90,7 @@ def write_labels_tif(path: str | os.PathLike, labels) -> Path:
 
 def read_labels(path: str | os.PathLike, dtype=None) -> np.ndarray:
     """Instance labels from a TIFF, PNG (palette indices), .npy or COCO .json file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
+    path = check_file(path, "labels")
     suffix = path.suffix.lower()
     if suffix == ".json":
         from .coco import read_coco  # coco builds on this module
