@@ -122,11 +122,14 @@ def kill_writers(kills: int, rng: random.Random, work: Path) -> dict:
         outcome = {"kills": 0, "previous": 0, "new": 0, "half": 0, "leftovers_after_kill": 0,
                    "leftovers_after_next_write": 0, "lost_labels": 0, "unreadable_chunks": 0}
         committed: dict[int, int] = {}      # zarr: id -> tile it was committed to
+        once = code.replace("while True:", "for _ in range(1):")
+        if kind != "zarr commit":           # a previous version for the kills to threaten
+            subprocess.run([sys.executable, "-c", once, str(target)], cwd=ROOT, capture_output=True, check=True)
         for _ in range(kills):
             previous = target.read_bytes() if target.is_file() else None
             child = subprocess.Popen([sys.executable, "-c", code, str(target)], cwd=ROOT, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True)
-            time.sleep(rng.uniform(0.05, 1.5) + (4.0 if kind == "zarr commit" else 1.0))   # + start-up
+            time.sleep(rng.uniform(0.05, 3.0) + (4.0 if kind == "zarr commit" else 1.5))   # + start-up
             child.send_signal(signal.SIGKILL)
             out, _ = child.communicate()
             outcome["kills"] += 1
@@ -135,6 +138,7 @@ def kill_writers(kills: int, rng: random.Random, work: Path) -> dict:
                     if line.startswith("committed"):
                         _, label_id, tile = line.split()
                         committed[int(tile)] = int(label_id)
+                        outcome["commits_before_kills"] = outcome.get("commits_before_kills", 0) + 1
                 outcome.update(check_zarr(target, committed, outcome))
                 continue
             state = check_file(kind, target, previous)
@@ -142,8 +146,7 @@ def kill_writers(kills: int, rng: random.Random, work: Path) -> dict:
             leftovers = list(target.parent.glob(f".{target.name}.*.part"))
             outcome["leftovers_after_kill"] += len(leftovers)
         if kind != "zarr commit":
-            code_once = CHILDREN[kind].replace("while True:", "for _ in range(1):")
-            subprocess.run([sys.executable, "-c", code_once, str(target)], cwd=ROOT, capture_output=True, check=True)
+            subprocess.run([sys.executable, "-c", once, str(target)], cwd=ROOT, capture_output=True, check=True)
             outcome["leftovers_after_next_write"] = len(list(target.parent.glob(f".{target.name}.*.part")))
         results[kind] = outcome
         print(kind, outcome, flush=True)
@@ -194,6 +197,7 @@ def kill_downloads(kills: int, rng: random.Random, work: Path) -> dict:
     save_model(build_model("iog-resnet18", seed=1), model_file)
     SlowServer.payload = model_file.read_bytes()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowServer)
+    server.handle_error = lambda request, address: None     # a killed client resets its connection
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/served.pt"
     cache = work / "cache"
@@ -265,10 +269,13 @@ def stop_trainings(runs: int, rng: random.Random, work: Path) -> dict:
     for n in range(runs):
         out = work / f"run{n}.pt"
         argv = [sys.executable, "-m", "napari_iog", "train", "--images", str(images), "--labels", str(labels),
-                "--base", str(base), "--out", str(out), "--steps", "12", "--batch-size", "2", "--freeze-backbone",
+                "--base", str(base), "--out", str(out), "--steps", "40", "--batch-size", "2", "--freeze-backbone",
                 "--val-objects", "2", "--progress", "json"]
         child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(rng.uniform(5.0, 12.0))
+        for line in child.stdout:                   # training has begun: its first event
+            if '"event": "start"' in line:
+                break
+        time.sleep(rng.uniform(0.0, 4.0))           # then a random moment of the run
         child.send_signal(signal.SIGTERM)
         stdout, stderr = child.communicate(timeout=300)
         outcome["runs"] += 1
@@ -280,18 +287,19 @@ def stop_trainings(runs: int, rng: random.Random, work: Path) -> dict:
             outcome["failures"].append(f"run {n}: exit {child.returncode}: {stderr[-300:]}")
             continue
         try:
-            load_model(out)
+            stopped_at = load_model(out).card.get("steps")
             outcome["loadable"] += 1
         except Exception as err:
             outcome["failures"].append(f"run {n}: checkpoint not loadable: {err}")
             continue
         resumed = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=600)
         card = load_model(out).card if resumed.returncode == 0 else {}
-        if resumed.returncode == 0 and card.get("status") == "complete" and card.get("steps") == 12:
+        if resumed.returncode == 0 and card.get("status") == "complete" and card.get("steps") == 40:
             outcome["resumed"] += 1
         else:
             outcome["failures"].append(f"run {n}: resume exit {resumed.returncode}: {resumed.stderr[-300:]}")
         print(f"training {n}: exit {child.returncode}, resumed to step {card.get('steps')}", flush=True)
+        outcome.setdefault("stopped_at_steps", []).append(stopped_at if child.returncode == 3 else None)
     print("trainings", outcome, flush=True)
     return outcome
 

@@ -139,3 +139,17 @@ def test_the_next_write_removes_what_a_killed_write_left(tmp_path):
     io.write_labels_tif(path, labels_image())
     assert not leftover.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["labels.tif"]
     np.testing.assert_array_equal(io.read_labels(path), labels_image())
+
+
+def test_a_fetch_clears_what_a_killed_download_left(tmp_path, monkeypatch):
+    import os
+    import time
+
+    monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path))
+    dead, alive = tmp_path / "tmpdead123", tmp_path / "tmpalive456"
+    dead.write_bytes(b"half a download")
+    alive.write_bytes(b"a download going on")
+    old = time.time() - 3600
+    os.utime(dead, (old, old))
+    zoo._remove_dead_downloads(tmp_path, timeout=60)
+    assert not dead.exists() and alive.exists()

@@ -20,6 +20,7 @@ import http.cookiejar
 import json
 import os
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -233,6 +234,7 @@ def fetch(name: str, progress: Callable[[int, int | None], None] | None = None, 
         raise ManualDownloadRequired(manual_instructions(entry))
     import pooch
 
+    _remove_dead_downloads(target.parent, timeout)
     want = expected_sha256(entry.filename)
     downloader = _Downloader(entry, progress, timeout, cancel)
     try:
@@ -243,6 +245,20 @@ def fetch(name: str, progress: Callable[[int, int | None], None] | None = None, 
                             f"corrupt or not the published one, and was not kept ({err})") from err
     _record(entry.filename, downloader.sha256)
     return target
+
+
+def _remove_dead_downloads(folder: Path, timeout: float) -> None:
+    """pooch's temporary files (``tmp*``) that a killed download left in the cache: one that has
+    not grown for ten read timeouts belongs to no living download."""
+    if not folder.is_dir():
+        return
+    now = time.time()
+    for part in folder.glob("tmp*"):
+        try:
+            if part.is_file() and now - part.stat().st_mtime > 10 * timeout:
+                part.unlink()
+        except OSError:
+            pass
 
 
 class _Downloader:
