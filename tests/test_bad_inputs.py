@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import tifffile
 from conftest import ThresholdPredictor
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from napari_iog import IOGPredictor, build_model, save_model
 from napari_iog.cli import main as cli
@@ -161,3 +163,50 @@ def test_removing_the_image_while_a_prediction_runs_stops_annotating(make_napari
     assert stopped and "'cells' was removed" in messages[0] and "labels are kept" in messages[0]
     assert [lay.name for lay in viewer.layers] == ["cells labels"]          # the helper layers went
     assert ann.act("commit") is None and not ann.labels_layer.data.any()    # nothing written after
+
+
+cell = st.one_of(st.text(max_size=6), st.floats(allow_nan=True, allow_infinity=True), st.integers(-20, 400))
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.lists(cell, min_size=4, max_size=4), max_size=6))
+def test_any_boxes_csv_is_read_or_refused_with_a_box_file_error(rows):
+    import csv
+    import tempfile
+    from pathlib import Path
+
+    from napari_iog import batch
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "boxes.csv"
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["x0", "y0", "x1", "y1"])
+            writer.writerows(rows)
+        try:
+            batch.check_boxes((40, 50), batch.read_box_file(path))
+        except batch.BoxFileError as err:
+            assert "boxes.csv" in str(err)
+
+
+segmentation = st.one_of(
+    st.none(), st.integers(), st.text(max_size=8),
+    st.lists(st.lists(st.one_of(st.floats(allow_nan=True), st.integers(-50, 80), st.text(max_size=3)), max_size=8),
+             max_size=3),
+    st.fixed_dictionaries({"size": st.one_of(st.just([20, 30]), st.lists(st.integers(-2, 40), max_size=3)),
+                           "counts": st.one_of(st.text(max_size=10), st.lists(st.integers(-5, 700), max_size=6))}))
+
+
+@settings(max_examples=80, deadline=None)
+@given(segmentations=st.lists(segmentation, min_size=1, max_size=3))
+def test_any_coco_segmentation_is_read_or_refused_with_a_labels_file_error(segmentations):
+    from napari_iog.io import LabelsFileError, coco_to_labels
+
+    data = {"images": [{"id": 1, "height": 20, "width": 30}],
+            "annotations": [{"id": n, "image_id": 1, "segmentation": s} for n, s in enumerate(segmentations)]}
+    try:
+        labels = coco_to_labels(data)
+    except LabelsFileError as err:
+        assert "annotation" in str(err)
+    else:
+        assert labels.shape == (20, 30)

@@ -265,3 +265,19 @@ def test_verify_records_then_checks_the_sha256(cache, small_checkpoint, monkeypa
     target.write_bytes(bytes(data))
     with pytest.raises(Exception, match="differs from the recorded|not a readable"):
         zoo.verify(entry.name)
+
+
+def test_a_full_disk_during_a_download_is_said_and_leaves_nothing(cache, server, monkeypatch):
+    import errno
+
+    base, sha = server
+    entry = add_entry(monkeypatch, url=f"{base}/good.pt", sha256=sha)
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(zoo.os, "fsync", no_space)
+    with pytest.raises(zoo.DownloadError, match="No space left on device; nothing was kept"):
+        zoo.fetch(entry.name)
+    assert not cache.exists() or [p.name for p in cache.iterdir()] == []
+

@@ -309,12 +309,12 @@ def _download(url: str, out, progress, timeout: float, cancel: threading.Event |
                 done += len(block)
                 if progress:
                     progress(done, total)
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        raise DownloadError(f"downloading {url} failed: {err}") from err
+        out.flush()
+        os.fsync(out.fileno())
+    except (urllib.error.URLError, OSError, ValueError) as err:     # OSError: a full disk too
+        raise DownloadError(f"downloading {url} failed: {err}; nothing was kept") from err
     if total is not None and done != total:
         raise DownloadError(f"downloading {url} stopped after {done} of {total} bytes (truncated)")
-    out.flush()
-    os.fsync(out.fileno())
     return digest.hexdigest(), done
 
 
