@@ -17,7 +17,6 @@ Results: benchmarks/results/faults.json.
 from __future__ import annotations
 
 import argparse
-import http.server
 import json
 import os
 import random
@@ -25,13 +24,15 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from local_server import SlowFileServer  # noqa: E402
 
 # Each child rewrites TARGET (argv[1]) forever, printing "wrote N" after each complete write.
 CHILDREN = {
@@ -175,37 +176,20 @@ def check_zarr(target: Path, committed: dict[int, int], outcome: dict) -> dict:
     return {"unreadable_chunks": outcome["unreadable_chunks"] + unreadable, "lost_labels": lost}
 
 
-class SlowServer(http.server.BaseHTTPRequestHandler):
-    payload = b""
-
-    def do_GET(self):  # noqa: N802
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(self.payload)))
-        self.end_headers()
-        for i in range(0, len(self.payload), 1 << 16):
-            self.wfile.write(self.payload[i:i + (1 << 16)])
-            time.sleep(0.01)
-
-    def log_message(self, *args):
-        pass
-
-
 def kill_downloads(kills: int, rng: random.Random, work: Path) -> dict:
     from napari_iog.models import build_model, save_model
 
     model_file = work / "served.pt"
     save_model(build_model("iog-resnet18", seed=1), model_file)
-    SlowServer.payload = model_file.read_bytes()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowServer)
-    server.handle_error = lambda request, address: None     # a killed client resets its connection
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/served.pt"
+    payload = model_file.read_bytes()
+    server = SlowFileServer(payload, chunk=1 << 16, delay=0.01)
+    url = f"{server.url}/served.pt"
     cache = work / "cache"
     code = f"""
 import sys
 from napari_iog import zoo
 zoo.WEIGHTS["served"] = zoo.WeightsEntry("served", "served.pth", "iog-resnet18", "test", "test", "{url}", url="{url}",
-                                         size={len(SlowServer.payload)})
+                                         size={len(payload)})
 print(zoo.fetch("served"), flush=True)
 """
     env = {**os.environ, "NAPARI_IOG_CACHE": str(cache)}
@@ -219,20 +203,20 @@ print(zoo.fetch("served"), flush=True)
         outcome["kills"] += 1
         target = cache / "served.pth"
         if target.exists():
-            state = "complete" if target.read_bytes() == SlowServer.payload else "half"
+            state = "complete" if target.read_bytes() == payload else "half"
             outcome[state] += 1
             target.unlink()
         else:
             outcome["absent"] += 1
         outcome["debris"] += len([p for p in cache.iterdir() if p.name != zoo_checksums()]) if cache.exists() else 0
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-        fetched = done.returncode == 0 and (cache / "served.pth").read_bytes() == SlowServer.payload
+        fetched = done.returncode == 0 and (cache / "served.pth").read_bytes() == payload
         outcome["fetched_after"] += int(fetched)
         (cache / "served.pth").unlink(missing_ok=True)
         for leftover in cache.iterdir():
             if leftover.name != zoo_checksums():
                 leftover.unlink()
-    server.shutdown()
+    server.close()
     print("download", outcome, flush=True)
     return outcome
 

@@ -1,16 +1,13 @@
 """The annotator dock as a new user meets it: it fits a 1280x800 window, names models
 shortly, and downloads a zoo model with progress and cancel."""
 
-import http.server
-import threading
-import time
-
 import pytest
 from conftest import synthetic_scene
 
 napari = pytest.importorskip("napari")
 
 from gui_input import show_all  # noqa: E402
+from local_server import SlowFileServer  # noqa: E402
 
 from napari_iog import build_model, save_model, zoo  # noqa: E402
 
@@ -47,35 +44,17 @@ def test_both_docks_fit_the_window_height(make_napari_viewer, qtbot):
     assert annotator_dock in window.tabifiedDockWidgets(finetune_dock)
 
 
-class _SlowFile(http.server.BaseHTTPRequestHandler):
-    body = b""
-    delay = 0.0
-
-    def do_GET(self):  # noqa: N802
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        for i in range(0, len(self.body), 1 << 18):
-            self.wfile.write(self.body[i:i + (1 << 18)])
-            time.sleep(self.delay)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def served_model(tmp_path, monkeypatch):
     path = save_model(build_model("iog-resnet18", init="zeros"), tmp_path / "m.pt", card={"name": "served"},
                       half=True)
-    handler = type("Handler", (_SlowFile,), {"body": path.read_bytes()})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    served = SlowFileServer(path.read_bytes())
     monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path / "cache"))
     entry = zoo.WeightsEntry("served-model", "SERVED.pt", "iog-resnet18", "nothing", "test", "http://localhost",
-                             url=f"http://127.0.0.1:{httpd.server_address[1]}/SERVED.pt")
+                             url=f"{served.url}/SERVED.pt")
     monkeypatch.setitem(zoo.WEIGHTS, entry.name, entry)
-    yield entry, handler
-    httpd.shutdown()
+    yield entry, served.handler
+    served.close()
 
 
 def test_download_from_the_dock_then_the_model_is_selected(make_napari_viewer, served_model, qtbot):

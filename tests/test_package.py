@@ -90,7 +90,7 @@ def _package_imports(path: Path) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.level:
-            base = list(parts[:-node.level + 1 or None][:len(parts) - node.level])
+            base = list(parts[:-node.level])          # the module's own name, then one package per level
             names = (node.module or "").split(".") if node.module else [a.name for a in node.names]
             target = (base + [n for n in names if n])
             if target:

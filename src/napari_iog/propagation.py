@@ -16,7 +16,7 @@ what was written stays.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -186,7 +186,7 @@ class Propagation:
 class _Found:
     window: G.Box
     mask: np.ndarray
-    iou: float = field(default=0.0)
+    iou: float
 
 
 def _iou_in_windows(window_a: G.Box, a_mask: np.ndarray, window_b: G.Box, b_mask: np.ndarray) -> float:

@@ -132,11 +132,11 @@ class AnnotationSession:
             raise G.ClickError("click two opposite corners of a box around the object first")
         if roles.count("inside") == 0 and ("positive" in roles or "negative" in roles):
             raise G.ClickError("click inside the object before correcting it")
+        if by_role["inside"]:
+            return Prompt.check(shape, by_role["corner"], by_role["inside"], by_role["positive"], by_role["negative"])
         if len(by_role["corner"]) == 2:
-            G.box_from_corners(by_role["corner"], shape)  # a zero-area box is refused at once
-        if not by_role["inside"]:
-            return None
-        return Prompt.check(shape, by_role["corner"], by_role["inside"], by_role["positive"], by_role["negative"])
+            G.box_from_corners(by_role["corner"], shape)  # a zero-area box is refused at the second corner
+        return None
 
     # --- prediction ---------------------------------------------------------------------------
 

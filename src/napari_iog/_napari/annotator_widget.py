@@ -22,7 +22,7 @@ from .bridge import shortcuts_help
 from .drawing import ROLE_COLOURS
 from .layers import BOX_LAYER_NAME, image_layer_names, labels_layer_names
 from .layout import available_devices, make_compact, share_dock, titled, wrap_text
-from .models import FROM_FILE, ModelDownload, describe_model, model_tooltip, present_model_choices
+from .model_choice import FROM_FILE, ModelDownload, describe_model, model_tooltip, present_model_choices
 from .workers import BackgroundWork
 
 NEW_LABELS = "(new layer)"

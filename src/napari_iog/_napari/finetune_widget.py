@@ -26,7 +26,7 @@ from ..training.config import TrainConfig
 from .layers import image_layer_names, labels_layer_names
 from .layout import available_devices, make_compact, share_dock, wrap_text
 from .loss_plot import LossPlot
-from .models import FROM_FILE, present_model_choices
+from .model_choice import FROM_FILE, present_model_choices
 from .training_process import TrainingProcess
 
 FROM_FOLDERS = "(the folders below)"
