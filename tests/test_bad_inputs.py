@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tifffile
 from conftest import ThresholdPredictor
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from napari_iog import IOGPredictor, build_model, save_model
@@ -56,11 +56,20 @@ LABEL_FILES = {
     "a COCO file without images": (lambda t: written(t / "x.json", b"{}"), "'images' list"),
     "a broken RLE": (lambda t: coco(t, annotations=[{"id": 4, "image_id": 1, "segmentation":
                                                     {"size": [20, 30], "counts": "zz!!"}}]), "annotation 4"),
+    "RLE counts too large": (lambda t: coco(t, annotations=[{"id": 9, "image_id": 1, "segmentation":
+                                                             {"size": [20, 30], "counts": [10 ** 30, 5]}}]),
+                             "annotation 9: COCO RLE counts must lie in 0..600"),
+    "RLE counts of fractions": (lambda t: coco(t, annotations=[{"id": 10, "image_id": 1, "segmentation":
+                                                                {"size": [20, 30], "counts": [600.5]}}]),
+                                "annotation 10: COCO RLE counts must be whole numbers"),
     "RLE counts of another size": (lambda t: coco(t, annotations=[{"id": 5, "image_id": 1, "segmentation":
                                                                    {"size": [20, 30], "counts": [5, 9]}}]),
                                    "add up to 14, not 20 x 30"),
     "a polygon of words": (lambda t: coco(t, annotations=[{"id": 6, "image_id": 1, "segmentation": [[1, 2, "x", 4]]}]),
                            "annotation 6: a polygon is not a list of x, y numbers"),
+    "a polygon point 1e19 px away": (lambda t: coco(t, annotations=[{"id": 8, "image_id": 1,
+                                                                     "segmentation": [[9.2e18, 0, 5, 5, 0, 5]]}]),
+                                     "annotation 8: a polygon has a point that is not a coordinate"),
     "an annotation of a missing image": (lambda t: coco(t, annotations=[{"id": 7, "image_id": 9, "segmentation": []}]),
                                          "names image 9"),
 }
@@ -194,10 +203,12 @@ segmentation = st.one_of(
     st.lists(st.lists(st.one_of(st.floats(allow_nan=True), st.integers(-50, 80), st.text(max_size=3)), max_size=8),
              max_size=3),
     st.fixed_dictionaries({"size": st.one_of(st.just([20, 30]), st.lists(st.integers(-2, 40), max_size=3)),
-                           "counts": st.one_of(st.text(max_size=10), st.lists(st.integers(-5, 700), max_size=6))}))
+                           "counts": st.one_of(st.text(max_size=10), st.lists(
+                               st.one_of(st.integers(-5, 700), st.integers(), st.floats()), max_size=6))}))
 
 
 @settings(max_examples=80, deadline=None)
+@example(segmentations=[[[9.223372036854776e18, 0.0]]])       # found by CI: overflowed the rasteriser
 @given(segmentations=st.lists(segmentation, min_size=1, max_size=3))
 def test_any_coco_segmentation_is_read_or_refused_with_a_labels_file_error(segmentations):
     from napari_iog.io import LabelsFileError, coco_to_labels

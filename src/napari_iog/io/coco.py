@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import operator
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,6 +28,8 @@ from .atomic import atomic_write
 from .label_files import TILE, LabelsFileError, iter_planes
 
 ENCODINGS = ("rle", "polygon")
+#: polygon coordinates beyond this are damage, not geometry (and would overflow the rasteriser)
+MAX_COORDINATE = 1e7
 
 
 # --- COCO run-length encoding -------------------------------------------------------------------
@@ -108,8 +111,14 @@ def decode_rle(rle: dict[str, Any]) -> np.ndarray:
         raise LabelsFileError(f"not a COCO RLE (needs 'size' and 'counts'): {err}") from err
     if isinstance(counts, (bytes, str)):
         counts = string_to_counts(counts.decode() if isinstance(counts, bytes) else counts)
-    counts = np.asarray(counts, np.int64)
-    if (counts < 0).any() or counts.sum() != height * width:
+    try:
+        whole = [operator.index(c) for c in counts]      # whole numbers only: 600.5 is damage
+    except TypeError as err:
+        raise LabelsFileError(f"COCO RLE counts must be whole numbers: {err}") from err
+    if any(not 0 <= c <= height * width for c in whole):
+        raise LabelsFileError(f"COCO RLE counts must lie in 0..{height * width} for a {height} x {width} mask")
+    counts = np.asarray(whole, np.int64)
+    if counts.sum() != height * width:
         raise LabelsFileError(f"COCO RLE counts add up to {int(counts.sum())}, not {height} x {width}")
     values = np.zeros(counts.size, bool)
     values[1::2] = True
@@ -151,6 +160,9 @@ def polygons_mask(polygons: Sequence[Sequence[float]], size: tuple[int, int]) ->
             xy = np.asarray(poly, float).reshape(-1, 2)
         except (TypeError, ValueError) as err:
             raise LabelsFileError(f"a polygon is not a list of x, y numbers: {err}") from err
+        if not np.isfinite(xy).all() or (np.abs(xy) > MAX_COORDINATE).any():
+            raise LabelsFileError(f"a polygon has a point that is not a coordinate (NaN, infinite, or beyond "
+                                  f"{MAX_COORDINATE:.0e} pixels): the file is damaged")
         rr, cc = fill_polygon(xy[:, 1] - 0.5, xy[:, 0] - 0.5, shape=size)
         mask[rr, cc] = True
     return mask
