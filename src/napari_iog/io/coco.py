@@ -107,7 +107,7 @@ def decode_rle(rle: dict[str, Any]) -> np.ndarray:
     try:
         height, width = (int(v) for v in rle["size"])
         counts = rle["counts"]
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
         raise LabelsFileError(f"not a COCO RLE (needs 'size' and 'counts'): {err}") from err
     if isinstance(counts, (bytes, str)):
         counts = string_to_counts(counts.decode() if isinstance(counts, bytes) else counts)
@@ -268,7 +268,11 @@ def coco_to_labels(coco: dict[str, Any], dtype=np.uint32) -> np.ndarray:
     else:
         lead = tuple(int(v) + 1 for v in np.max(np.asarray(planes), axis=0))
         shape, where = (*lead, height, width), {im["id"]: p for im, p in zip(images, planes)}
-    labels = np.zeros(shape, dtype)
+    try:
+        labels = np.zeros(shape, dtype)
+    except (MemoryError, ValueError) as err:
+        raise LabelsFileError(f"the COCO file describes labels of {' x '.join(map(str, shape))} pixels: too large "
+                              "to hold in memory (or not a size)") from err
     numbered: dict[Any, int] = {}
     for ann in annotations:
         if ann.get("image_id") not in where:
@@ -276,6 +280,8 @@ def coco_to_labels(coco: dict[str, Any], dtype=np.uint32) -> np.ndarray:
         seg = ann.get("segmentation")
         try:
             if isinstance(seg, dict):
+                if list(seg.get("size", ())) != [height, width]:     # before decoding: the size is allocated
+                    raise LabelsFileError(f"its RLE is {seg.get('size')}, its image {height} x {width}")
                 mask = decode_rle(seg)
             elif isinstance(seg, list):
                 mask = polygons_mask(seg, (height, width))
