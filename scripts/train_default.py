@@ -1,11 +1,19 @@
 """The recipe for a default IOG model trained on the project's shared training data.
 
-    python3 scripts/train_default.py --out napari-iog-default.pt --arch iog-resnet18 \
-        --steps 20000 --batch-size 16 --device cuda --imagenet resnet18-f37072fd.pth --half
+    python3 scripts/get_imagenet_trunk.py --out mobilenetv2_imagenet.pt
+    python3 scripts/train_default.py --out napari-iog-default.pt --arch iog-mobilenetv2 \
+        --imagenet mobilenetv2_imagenet.pt --sets bsds,cvppp,sstem,dsb,coco,ccp,pets \
+        --natural-root ../natural --dsb-images 80 --repeat coco=2,pets=2 --amp bf16 ...
+
+(the shipped default's exact command is in its model card, ``src/napari_iog/weights/README.md``).
 
 Data (``../shared/data``, or ``--data-root``): BSDS500 test regions (every region of one human
-map is an object), CVPPP A1 leaves and the ssTEM stack1 cell profiles (``--sstem-slices``,
-all 20 by default). Never GrabCut or Berkeley: they measure the result. A share of the images
+map is an object), CVPPP A1 leaves, the ssTEM stack1 cell profiles (``--sstem-slices``, all 20
+by default) and DSB2018 nuclei (every 10th image is never trained on: it measures; ``--dsb-images``
+takes an even share of the rest); with ``--natural-root`` (the folder ``get-natural.sh`` filled,
+see ``shared/data/NATURAL.md``) the COCO subsets, Clothing Co-Parsing and the Oxford pets, where
+``--repeat`` weighs a set more. A set that is absent is skipped with a line saying so.
+Never GrabCut or Berkeley: they measure the result. A share of the images
 (``--val-fraction``) is held out for the validation curve. ``--synthetic N`` adds N scenes
 of random shapes and pasted objects made from the training images
 (:mod:`napari_iog.training.synthetic`): they teach a network started from random weights to
@@ -15,8 +23,9 @@ follow the image's boundaries rather than fill the box.
 cosine schedule over ``--steps``); this is how the shipped CPU-trained default was made, see
 ``src/napari_iog/weights/README.md``.
 
-``--imagenet``: a torchvision ImageNet state_dict of the trunk (resnet18/34/50/101); the two
-guidance channels of ``conv1`` start at zero, as in the published recipe. Without it the
+``--imagenet``: an ImageNet state_dict of the trunk (torchvision's resnet18/34/50/101 or
+mobilenet_v2, or the MobileNetV2 file ``get_imagenet_trunk.py`` fetches); the two
+guidance channels of the first conv start at zero, as in the published recipe. Without it the
 network starts from random weights, which needs far more steps.
 
 At the end the model is evaluated with the simulated user on GrabCut and Berkeley (mIoU@3,
@@ -38,9 +47,19 @@ import torch
 
 from napari_iog import evaluation as E
 from napari_iog.models import build_model, load_imagenet_weights, load_model, save_model
+from napari_iog.models.mobilenet import load_mobilenet_imagenet
 from napari_iog.predictor import IOGPredictor
 from napari_iog.training import TrainConfig, bsds_pairs, cvppp_pairs, split_pairs, sstem_pairs, train
 from napari_iog.training.events import to_json
+from napari_iog.training.sources import (
+    CCP_SOURCE,
+    COCO_SOURCE,
+    PETS_SOURCE,
+    ccp_pairs,
+    coco_pairs,
+    dsb_pairs,
+    pet_pairs,
+)
 from napari_iog.training.synthetic import synthetic_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,8 +71,32 @@ LICENCES = {
 }
 
 
-def training_pairs(root: Path, sstem_slices: list[int], sets: list[str]):
+#: the natural sets of shared/data/NATURAL.md, as get-natural.sh lays them out
+NATURAL_SETS = {"coco": ("coco_person_val2017", "coco_mini", "coco_tiny"), "ccp": ("clothing_co_parsing",),
+                "pets": ("oxford_pets_sample",)}
+
+
+def natural_pairs(root: Path | None, sets: list[str]):
     pairs = []
+    readers = {"coco": coco_pairs, "ccp": ccp_pairs, "pets": pet_pairs}
+    for name, folders in NATURAL_SETS.items():
+        if name not in sets:
+            continue
+        for folder in folders:
+            if root is None or not (root / folder).is_dir():
+                print(f"skip {folder}: not in {root} (see shared/data/NATURAL.md)", file=sys.stderr)
+                continue
+            found = readers[name](root / folder)
+            print(f"{folder}: {len(found)} images", file=sys.stderr)
+            pairs += found
+    return pairs
+
+
+def training_pairs(root: Path, sstem_slices: list[int], sets: list[str], dsb_images: int | None = None):
+    pairs = []
+    if "dsb" in sets and (root / "dsb2018").is_dir():
+        dsb = dsb_pairs(root / "dsb2018")     # every 10th image stays out: the nuclei benchmark
+        pairs += dsb[::max(1, len(dsb) // dsb_images)][:dsb_images] if dsb_images else dsb
     if "bsds" in sets:
         pairs += bsds_pairs(root / "bsds500_test_regions")
     if "cvppp" in sets:
@@ -67,7 +110,9 @@ def base_checkpoint(arch: str, imagenet: Path | None, folder: Path, seed: int) -
     model = build_model(arch, seed=seed)
     card = {"name": f"{arch} start", "init": "random"}
     if imagenet is not None:
-        load_imagenet_weights(model.backbone, torch.load(imagenet, map_location="cpu", weights_only=True))
+        state = torch.load(imagenet, map_location="cpu", weights_only=True)
+        load = load_mobilenet_imagenet if arch == "iog-mobilenetv2" else load_imagenet_weights
+        load(model.backbone, state)
         card["init"] = f"ImageNet trunk from {imagenet.name}"
     return save_model(model, folder / f"{arch}-start.pt", card)
 
@@ -96,7 +141,14 @@ def main(argv=None) -> int:
                         help="start from this checkpoint (an earlier stage) instead of --arch/--imagenet")
     parser.add_argument("--synthetic", type=int, default=0,
                         help="add this many synthetic scenes made from the training images (0)")
-    parser.add_argument("--sets", default="bsds,cvppp,sstem")
+    parser.add_argument("--sets", default="bsds,cvppp,sstem",
+                        help="any of bsds, cvppp, sstem, dsb (shared/data) and coco, ccp, pets (--natural-root)")
+    parser.add_argument("--natural-root", type=Path, default=None,
+                        help="where get-natural.sh put the natural-image sets (shared/data/NATURAL.md)")
+    parser.add_argument("--repeat", default="",
+                        help="natural sets counted more than once, e.g. coco=2,pets=2 (to weigh the mix)")
+    parser.add_argument("--dsb-images", type=int, default=None,
+                        help="train on this many DSB2018 images (evenly spread), to balance the mix")
     parser.add_argument("--sstem-slices", default="0-19", help="e.g. 0-9 keeps 10-19 for the propagation benchmark")
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -121,9 +173,13 @@ def main(argv=None) -> int:
     first, _, last = args.sstem_slices.partition("-")
     slices = list(range(int(first), int(last or first) + 1))
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
-    pairs = training_pairs(args.data_root, slices, sets)
+    pairs = training_pairs(args.data_root, slices, sets, args.dsb_images) + natural_pairs(args.natural_root, sets)
     train_pairs, val_pairs, how = split_pairs(
         pairs, args.val_fraction, args.seed if args.split_seed is None else args.split_seed)
+    # Repeated after the split, so that no held-out image is also trained on.
+    sources = {"coco": COCO_SOURCE, "ccp": CCP_SOURCE, "pets": PETS_SOURCE}
+    for name, _, times in (r.partition("=") for r in args.repeat.split(",") if r):
+        train_pairs += [p for p in train_pairs if p.source == sources[name]] * (int(times) - 1)
     if args.synthetic:
         train_pairs = train_pairs + synthetic_pairs(train_pairs, args.synthetic, seed=args.seed)
     print(f"{len(train_pairs)} training images ({args.synthetic} synthetic), {len(val_pairs)} held out ({how})",

@@ -26,6 +26,7 @@ from torch import nn
 from ..io.atomic import atomic_write
 from .devices import resolve_device
 from .iog import IOGConfig, arch_name
+from .mobilenet import MobileIOGConfig
 from .registry import ARCHITECTURES, UnknownArchitectureError, build_model, model_arch, model_config
 from .resnet import TRUNK_LAYOUTS
 
@@ -133,6 +134,12 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor], path: str | os.P
             if "iog_points.12.weight" in state_dict else 64,
         )
         return arch_name(config), config.to_dict()
+    if "backbone.features.0.0.weight" in state_dict and "psp4.bottleneck.0.weight" in state_dict:
+        # input_size is not in the weights: a bare state_dict runs at the default
+        return "iog-mobilenetv2", MobileIOGConfig(
+            in_channels=int(state_dict["backbone.features.0.0.weight"].shape[1]),
+            psp_channels=int(state_dict["psp4.bottleneck.0.weight"].shape[0]),
+            head_channels=int(state_dict["Coarse_net.laterals.0.0.weight"].shape[0])).to_dict()
     if "conv1.weight" in state_dict and "layer5.final.weight" in state_dict:
         return "dextr-resnet101", {"in_channels": int(state_dict["conv1.weight"].shape[1])}
     sample = ", ".join(list(state_dict)[:3])

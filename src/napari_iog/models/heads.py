@@ -66,11 +66,13 @@ class CoarseNet(nn.Module):
     f0 = lateral0(psp); f1 = lateral1(layer3) + f0 (both at 1/16, so no upsampling);
     f2 = lateral2(layer2) + upsamples.1(f1); f3 = lateral3(layer1) + upsamples.2(f2).
     ``upsamples.0`` exists in the published weights and is never used; it is kept so they
-    load strictly.
+    load strictly. With ``upsample_first`` (trunks whose deepest features are at 1/32, such as
+    MobileNetV2) it brings f0 to f1's size: f1 = lateral1(layer3) + upsamples.0(f0).
     """
 
-    def __init__(self, channel_settings: Sequence[int], channels: int = 256):
+    def __init__(self, channel_settings: Sequence[int], channels: int = 256, upsample_first: bool = False):
         super().__init__()
+        self.upsample_first = upsample_first
         self.laterals = nn.ModuleList(
             nn.Sequential(nn.Conv2d(c, channels, 1, bias=False), nn.BatchNorm2d(channels),
                           nn.ReLU(inplace=True))
@@ -98,7 +100,7 @@ class CoarseNet(nn.Module):
         """Returns the feature maps f0..f3 and, with ``predict``, the four coarse outputs
         (inference needs only the feature maps: FineNet makes the answer)."""
         f0 = self.laterals[0](feats[0])
-        f1 = self.laterals[1](feats[1]) + f0
+        f1 = self.laterals[1](feats[1]) + (self.upsamples[0](f0) if self.upsample_first else f0)
         f2 = self.laterals[2](feats[2]) + self.upsamples[1](f1)
         f3 = self.laterals[3](feats[3]) + self.upsamples[2](f2)
         fms = [f0, f1, f2, f3]

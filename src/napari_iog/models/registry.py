@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .iog import DEXTRNetwork, IOGConfig, IOGNetwork, IOGRefineNetwork, arch_name
+from .mobilenet import IOGMobileNetwork, MobileIOGConfig
 from .resnet import TRUNK_LAYOUTS
 
 # Heads narrower than the published ones for the light trunks, whose deepest features have
@@ -35,6 +36,7 @@ for _trunk in ("resnet101", "resnet50", "resnet34", "resnet18"):
     assert _trunk in TRUNK_LAYOUTS
     ARCHITECTURES[f"iog-{_trunk}"] = _iog_factory(_trunk, refine=False)
     ARCHITECTURES[f"iog-refine-{_trunk}"] = _iog_factory(_trunk, refine=True)
+ARCHITECTURES["iog-mobilenetv2"] = lambda **overrides: IOGMobileNetwork(MobileIOGConfig(**overrides))
 ARCHITECTURES["dextr-resnet101"] = lambda **overrides: DEXTRNetwork(**overrides)
 
 #: The architectures of the authors' released checkpoints.
@@ -72,7 +74,7 @@ def build_model(arch: str, config: Mapping[str, Any] | None = None, init: str = 
 def model_config(model: nn.Module) -> dict[str, Any]:
     """The config dict that rebuilds ``model`` with :func:`build_model`."""
     config = model.config
-    return config.to_dict() if isinstance(config, IOGConfig) else dict(config)
+    return config.to_dict() if isinstance(config, (IOGConfig, MobileIOGConfig)) else dict(config)
 
 
 def model_arch(model: nn.Module) -> str:

@@ -45,16 +45,22 @@ class Pair:
 
     ``rgb`` is the image already mapped to RGB 0..255 (uint8), the way the annotator feeds the
     network; ``source`` names the dataset (it goes into the model card with its licence).
+    ``ignore`` (optional, bool) marks pixels whose class is unknown, such as a trimap's border
+    band: the loss leaves them out.
     """
 
     name: str
     rgb: np.ndarray
     labels: np.ndarray
     source: str = ""
+    ignore: np.ndarray | None = None
 
     def __post_init__(self):
         if self.rgb.shape[:2] != self.labels.shape:
             raise ValueError(f"{self.name}: image {self.rgb.shape[:2]} and labels {self.labels.shape} "
+                             "differ in size")
+        if self.ignore is not None and self.ignore.shape != self.labels.shape:
+            raise ValueError(f"{self.name}: ignore mask {self.ignore.shape} and labels {self.labels.shape} "
                              "differ in size")
 
 
@@ -231,9 +237,10 @@ class InstanceDataset(torch.utils.data.Dataset):
     """Every object of ``pairs`` as a training sample (see the module's docstring).
 
     A sample is a dict: ``x`` [5, 512, 512] (RGB 0..255, inside, outside maps), ``target``
-    [1, 512, 512] (0/1) and, for refinement models, ``clicks`` [2, 512, 512]. Objects smaller
-    than ``min_area`` are skipped and counted; objects touching the image border are kept (users
-    annotate them too: the crop is zero-padded there as at test time) and counted.
+    [1, 512, 512] (0/1, and -1 where the pair's ``ignore`` mask says the class is unknown) and,
+    for refinement models, ``clicks`` [2, 512, 512]. Objects smaller than ``min_area`` are skipped
+    and counted; objects touching the image border are kept (users annotate them too: the crop is
+    zero-padded there as at test time) and counted.
     The random draws depend on ``(seed, epoch, index)`` only, so a resumed run sees the same data.
     """
 
@@ -276,22 +283,25 @@ class InstanceDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         pair_index, label_id, box = self.objects[index]
         pair = self.pairs[pair_index]
-        rgb, mask = None, None
+        rgb, mask, ignore = None, None, None
         if self.augment:
-            rgb, mask = _augmented_region(pair, label_id, box, rng)
+            rgb, mask, ignore = _augmented_region(pair, label_id, box, rng)
         if rgb is None:   # no augmentation, or the object vanished under it
             # The region the crop can reach, even with a jittered box.
             margin = G.RELAX + math.ceil(BOX_JITTER * max(box.height, box.width)) + 1
             region = box.grow(margin)
             mask = G.crop_padded(pair.labels, region) == label_id
             rgb = G.crop_padded(pair.rgb, region)
+            ignore = None if pair.ignore is None else G.crop_padded(pair.ignore, region)
             box = G.Box(margin, margin, margin + box.height - 1, margin + box.width - 1)
         else:
             box = G.mask_box(mask)
-        return self._sample(rgb, mask, box, rng)
+        return self._sample(rgb, mask, box, rng, ignore)
 
-    def _sample(self, rgb: np.ndarray, mask: np.ndarray, box: G.Box, rng: np.random.Generator):
-        """``rgb``/``mask`` cover a region holding the object whose tight box is ``box``."""
+    def _sample(self, rgb: np.ndarray, mask: np.ndarray, box: G.Box, rng: np.random.Generator,
+                ignore: np.ndarray | None = None):
+        """``rgb``/``mask`` (and ``ignore``) cover a region holding the object whose tight box
+        is ``box``."""
         inside = G.most_interior_point(mask)
         if self.jitter:
             box = _jitter_box(box, rng, mask.shape)
@@ -301,7 +311,12 @@ class InstanceDataset(torch.utils.data.Dataset):
         mask_crop = G.crop_padded(mask.astype(np.float32), crop)
         x, clicks = G.frame_input(rgb_crop, crop, box, [inside], refine=self.refine)
         target = G.resize_bilinear(torch.from_numpy(mask_crop)[None, None], (G.FRAME, G.FRAME))[0]
-        sample = {"x": x, "target": (target >= 0.5).float()}
+        target = (target >= 0.5).float()
+        if ignore is not None:
+            ignore_crop = G.crop_padded(ignore.astype(np.float32), crop)
+            unknown = G.resize_bilinear(torch.from_numpy(ignore_crop)[None, None], (G.FRAME, G.FRAME))[0]
+            target[unknown >= 0.5] = -1.0
+        sample = {"x": x, "target": target}
         if self.refine:
             sample["clicks"] = clicks
         return sample
@@ -328,9 +343,9 @@ def _jitter_inside(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int
 
 
 def _augmented_region(pair: Pair, label_id: int, box: G.Box, rng: np.random.Generator):
-    """The object under a random flip, rotation and scale about its box's centre: an RGB region
-    and the object's mask, large enough for the box grown by ``RELAX``; (None, None) when the
-    object vanishes (a thin object scaled down)."""
+    """The object under a random flip, rotation and scale about its box's centre: an RGB region,
+    the object's mask and the pair's ignore mask there (or None), large enough for the box grown
+    by ``RELAX``; Nones when the object vanishes (a thin object scaled down)."""
     angle = math.radians(rng.uniform(-ROTATION_DEGREES, ROTATION_DEGREES))
     scale = rng.uniform(*SCALE_RANGE)
     flip = bool(rng.integers(2))
@@ -351,13 +366,16 @@ def _augmented_region(pair: Pair, label_id: int, box: G.Box, rng: np.random.Gene
     lo = np.maximum(np.floor(reach.min(0)).astype(int) - 1, 0)
     hi = np.minimum(np.ceil(reach.max(0)).astype(int) + 2, pair.labels.shape)
     if np.any(hi <= lo):
-        return None, None
+        return None, None, None
     offset = centre - lo - matrix @ out_centre
     source_mask = (pair.labels[lo[0]:hi[0], lo[1]:hi[1]] == label_id).astype(np.uint8)
-    mask = ndimage.affine_transform(source_mask, matrix, offset, out_shape, order=0, mode="constant") > 0
+    if pair.ignore is not None:
+        source_mask[pair.ignore[lo[0]:hi[0], lo[1]:hi[1]]] = 2
+    classes = ndimage.affine_transform(source_mask, matrix, offset, out_shape, order=0, mode="constant")
+    mask = classes == 1
     if G.mask_box(mask) is None or mask.sum() < 4:
-        return None, None
+        return None, None, None
     source_rgb = pair.rgb[lo[0]:hi[0], lo[1]:hi[1]].astype(np.float32)
     rgb = np.stack([ndimage.affine_transform(source_rgb[..., k], matrix, offset, out_shape, order=1,
                                              mode="constant") for k in range(3)], axis=-1)
-    return rgb, mask
+    return rgb, mask, (classes == 2 if pair.ignore is not None else None)

@@ -71,8 +71,11 @@ def load_base(base: str, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
 
 def iog_loss(fine: torch.Tensor, coarse: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
     """The published loss: per-pixel BCE with logits on all five outputs, summed over pixels,
-    divided by the batch size."""
-    total = sum(F.binary_cross_entropy_with_logits(o.float(), target, reduction="sum")
+    divided by the batch size. Pixels whose target is negative (unknown) are left out."""
+    weight = None
+    if bool((target < 0).any()):
+        weight, target = (target >= 0).float(), target.clamp(min=0)
+    total = sum(F.binary_cross_entropy_with_logits(o.float(), target, weight, reduction="sum")
                 for o in (fine, *coarse))
     return total / target.shape[0]
 
@@ -91,8 +94,9 @@ def freeze(model: nn.Module, backbone: bool, batchnorm: bool) -> None:
         p.requires_grad_(not backbone)
     # CoarseNet's upsamples.0 is in the published weights but in no forward pass: DDP would
     # wait for its gradients forever.
-    for p in model.Coarse_net.upsamples[0].parameters():
-        p.requires_grad_(False)
+    if not model.Coarse_net.upsample_first:
+        for p in model.Coarse_net.upsamples[0].parameters():
+            p.requires_grad_(False)
     if batchnorm:
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):

@@ -1,0 +1,183 @@
+"""IOG on a MobileNetV2 trunk: the CPU-sized default network.
+
+The trunk follows torchvision's ``mobilenet_v2`` module layout and parameter names
+(``features.0.0`` ... ``features.17.conv.3``), so torchvision's ImageNet state_dict loads into
+it; the other common layout (tonylins' pytorch-mobilenet-v2, ``features.1.conv.3`` ...) is
+renamed on load (:func:`mobilenet_imagenet_state`). The 1x1 ``features.18`` conv to 1280
+channels and the classifier are not part of the trunk: IOG reads the stride 4/8/16/32 features
+(24, 32, 96 and 320 channels).
+
+The network takes the same input as every IOG network (``[B, 5, H, W]``, RGB and the two
+guidance maps in 0..255, the 512 frame) and answers at that size, but runs inside at
+``input_size`` (320 for the 512 frame): the image is normalised as ImageNet weights expect and
+resized first. The heads are IOG's: PSP on the deepest features, CoarseNet's pyramid (with an
+upsampling at every level, as the four strides differ) and FineNet, at widths chosen for a CPU.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .heads import CoarseNet, FineNet, PSPModule, upsample_to
+
+#: (expansion t, channels c, blocks n, first stride s) of MobileNetV2's inverted residuals.
+INVERTED_RESIDUALS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                      (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+#: features index whose output is the stride 4, 8, 16 and 32 feature map
+TAPS = (3, 6, 13, 17)
+TAP_CHANNELS = (24, 32, 96, 320)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: the frame every IOG network is given (see ``napari_iog.geometry.FRAME``)
+FRAME = 512
+
+
+def _conv_bn_relu6(inp: int, out: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(inp, out, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(out), nn.ReLU6(inplace=True))
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, inp: int, out: int, stride: int, expansion: int):
+        super().__init__()
+        hidden = inp * expansion
+        self.use_residual = stride == 1 and inp == out
+        layers: list[nn.Module] = [] if expansion == 1 else [_conv_bn_relu6(inp, hidden, 1)]
+        layers += [_conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden),
+                   nn.Conv2d(hidden, out, 1, bias=False), nn.BatchNorm2d(out)]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.use_residual else self.conv(x)
+
+
+class MobileNetV2Trunk(nn.Module):
+    """``features.0`` .. ``features.17`` of MobileNetV2 (width 1.0), returning the stride
+    32, 16, 8 and 4 feature maps, deepest first, as IOG consumes them."""
+
+    def __init__(self, in_channels: int = 3):
+        super().__init__()
+        blocks: list[nn.Module] = [_conv_bn_relu6(in_channels, 32, 3, 2)]
+        previous = 32
+        for t, c, n, s in INVERTED_RESIDUALS:
+            for i in range(n):
+                blocks.append(InvertedResidual(previous, c, s if i == 0 else 1, t))
+                previous = c
+        self.features = nn.Sequential(*blocks)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+
+    def forward(self, x: torch.Tensor):
+        taps = []
+        for index, block in enumerate(self.features):
+            x = block(x)
+            if index in TAPS:
+                taps.append(x)
+        return tuple(reversed(taps))
+
+
+def mobilenet_imagenet_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An ImageNet MobileNetV2 state_dict (torchvision's or tonylins' layout) under the trunk's
+    names; ``features.18`` and the classifier are dropped."""
+    block_layers = {}
+    for t, _, n, _ in INVERTED_RESIDUALS:
+        block_layers.update({len(block_layers) + 1 + i: t for i in range(n)})
+    # tonylins numbers every module of a block's Sequential (ReLU6 included); torchvision groups
+    # conv+BN+ReLU6 in sub-Sequentials.
+    tonylins = {1: {"0": "0.0", "1": "0.1", "3": "1", "4": "2"},
+                6: {"0": "0.0", "1": "0.1", "3": "1.0", "4": "1.1", "6": "2", "7": "3"}}
+    # torchvision's names have "conv.0.0."; tonylins' never do (and "conv.1" means another module)
+    renamed = not any(".conv.0.0." in key for key in state_dict)
+    out = {}
+    for key, value in state_dict.items():
+        m = re.match(r"^features\.(\d+)\.(.*)$", key)
+        if m is None or int(m.group(1)) > 17:
+            continue
+        index, rest = int(m.group(1)), m.group(2)
+        old = re.match(r"^conv\.(\d)\.(weight|bias|running_mean|running_var|num_batches_tracked)$", rest)
+        if renamed and index > 0 and old is not None:
+            rest = f"conv.{tonylins[block_layers[index]][old.group(1)]}.{old.group(2)}"
+        out[f"features.{index}.{rest}"] = value
+    return out
+
+
+def load_mobilenet_imagenet(trunk: MobileNetV2Trunk, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """ImageNet weights into ``trunk``; input channels beyond RGB (the guidance maps) start at
+    zero, so the trunk starts as the ImageNet network on the image."""
+    state = mobilenet_imagenet_state(state_dict)
+    stem = state.get("features.0.0.weight")
+    target = trunk.features[0][0].weight
+    if stem is not None and stem.shape[1] < target.shape[1]:
+        widened = torch.zeros(target.shape, dtype=stem.dtype)
+        widened[:, : stem.shape[1]] = stem
+        state["features.0.0.weight"] = widened
+    missing, unexpected = trunk.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(f"not MobileNetV2 ImageNet weights: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+@dataclass(frozen=True)
+class MobileIOGConfig:
+    trunk: str = "mobilenetv2"
+    in_channels: int = 5
+    psp_channels: int = 128
+    head_channels: int = 64
+    input_size: int = 320
+
+    def __post_init__(self):
+        if self.input_size % 32 or self.input_size < 64:
+            raise ValueError(f"input_size must be a multiple of 32 (at least 64), not {self.input_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class IOGMobileNetwork(nn.Module):
+    """IOG (PSP + CoarseNet + FineNet) on MobileNetV2; inputs and outputs as :class:`IOGNetwork`."""
+
+    arch = "iog-mobilenetv2"
+
+    def __init__(self, config: MobileIOGConfig | None = None):
+        super().__init__()
+        config = config or MobileIOGConfig()
+        self.config = config
+        c1, c2, c3, c4 = TAP_CHANNELS
+        self.backbone = MobileNetV2Trunk(config.in_channels)
+        self.psp4 = PSPModule(c4, config.psp_channels)
+        self.Coarse_net = CoarseNet([config.psp_channels, c3, c2, c1], config.head_channels,
+                                    upsample_first=True)
+        self.Fine_net = FineNet(config.head_channels)
+        scale = torch.tensor([255.0 * s for s in IMAGENET_STD] + [255.0] * (config.in_channels - 3))
+        shift = torch.tensor([255.0 * m for m in IMAGENET_MEAN] + [0.0] * (config.in_channels - 3))
+        self.register_buffer("input_scale", scale.view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("input_shift", shift.view(1, -1, 1, 1), persistent=False)
+
+    def inner_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The size the network runs at for an input of ``size`` (the 512 frame -> input_size)."""
+        ratio = self.config.input_size / FRAME
+        return tuple(max(32, int(round(s * ratio / 32)) * 32) for s in size)
+
+    def forward(self, x: torch.Tensor, return_coarse: bool = False):
+        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
+            raise ValueError(f"x must be [B, {self.config.in_channels}, H, W], got {list(x.shape)}")
+        out_size = tuple(x.shape[-2:])
+        inner = self.inner_size(out_size)
+        x = (x - self.input_shift) / self.input_scale
+        if inner != out_size:
+            x = F.interpolate(x, size=inner, mode="bilinear", align_corners=False, antialias=True)
+        c4, c3, c2, c1 = self.backbone(x)
+        head_size = tuple(c1.shape[-2:])
+        fms, coarse = self.Coarse_net([self.psp4(c4), c3, c2, c1], head_size, predict=return_coarse)
+        fine = upsample_to(self.Fine_net(fms, head_size), out_size)
+        if not return_coarse:
+            return fine
+        return fine, [upsample_to(c, out_size) for c in coarse]

@@ -1,0 +1,153 @@
+"""Training pairs from the natural-image and nuclei sets (see ``shared/data/NATURAL.md``).
+
+Each reader takes the set's folder as ``get-natural.sh`` (or ``shared/data``) lays it out,
+returns :class:`~napari_iog.training.data.Pair` objects and raises ``FileNotFoundError`` when
+the folder holds no such set, so a recipe can skip what is absent. Objects smaller than
+``min_area`` pixels are dropped from the labels when the pairs are made (at 512 x 512 a tiny
+object teaches little), so they do not count as objects later either.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from ..io import read_image, read_label_image
+from ..io.coco import decode_rle, polygons_mask
+from .data import Pair, as_rgb8
+
+COCO_SOURCE = "COCO 2017 (Lin et al. 2014): annotations CC BY 4.0, images under their Flickr licences"
+CCP_SOURCE = "Clothing Co-Parsing (Yang et al. 2014): repository licence Apache-2.0, photos from chictopia.com"
+PETS_SOURCE = "Oxford-IIIT Pet (Parkhi et al. 2012), sample of 600: CC BY-SA 4.0"
+DSB_SOURCE = "2018 Data Science Bowl stage1_train (Caicedo et al. 2019, BBBC038) with community fixes: CC0 1.0"
+#: the smallest object kept from the natural sets, in pixels
+NATURAL_MIN_AREA = 400
+#: pet trimap values: 1 = pet, 2 = background, 3 = border (ignored by the loss)
+PET, PET_BORDER = 1, 3
+
+
+def _drop_small(labels: np.ndarray, min_area: int) -> np.ndarray:
+    sizes = np.bincount(labels.ravel())
+    small = sizes < min_area
+    small[0] = False
+    if small.any():
+        labels = np.where(small[labels], 0, labels)
+    return labels
+
+
+def _rgb_image(path: Path) -> np.ndarray:
+    image = read_image(path)
+    if image.ndim == 4:     # a few "jpg" files are GIFs: keep the first frame
+        image = image[0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    return as_rgb8(image[..., :3])
+
+
+def _coco_files(root: Path) -> Iterator[tuple[Path, Path]]:
+    """(annotation json, image folder) pairs of a COCO subset folder."""
+    for ann in sorted(root.glob("**/instances_*.json")):
+        split = ann.stem.removeprefix("instances_")
+        for folder in (root / split, root / "images" / split, ann.parent.parent / "images" / split):
+            if folder.is_dir():
+                yield ann, folder
+                break
+
+
+def coco_pairs(root: str | Path, min_area: int = NATURAL_MIN_AREA, limit: int | None = None) -> list[Pair]:
+    """A COCO subset: every non-crowd object of each image (polygons or RLE). Overlapping objects
+    are painted largest first, so a smaller object in front keeps its whole mask."""
+    root = Path(root)
+    files = list(_coco_files(root))
+    if not files:
+        raise FileNotFoundError(f"{root}: no COCO instances_*.json beside its image folder")
+    pairs: list[Pair] = []
+    for ann_path, folder in files:
+        coco = json.loads(ann_path.read_text())
+        by_image: dict[int, list[dict]] = {}
+        for a in coco["annotations"]:
+            if not a.get("iscrowd", 0) and a.get("area", 0) >= min_area:
+                by_image.setdefault(a["image_id"], []).append(a)
+        for image in coco["images"]:
+            objects = by_image.get(image["id"])
+            path = folder / image["file_name"]
+            if not objects or not path.is_file():
+                continue
+            size = (int(image["height"]), int(image["width"]))
+            labels = np.zeros(size, np.int32)
+            for k, a in enumerate(sorted(objects, key=lambda a: -a["area"]), start=1):
+                seg = a["segmentation"]
+                mask = decode_rle(seg) if isinstance(seg, dict) else polygons_mask(seg, size)
+                labels[mask] = k
+            labels = _drop_small(labels, min_area)
+            if labels.any():
+                pairs.append(Pair(f"{root.name}/{path.stem}", _rgb_image(path), labels, COCO_SOURCE))
+            if limit is not None and len(pairs) >= limit:
+                return pairs
+    return pairs
+
+
+def ccp_pairs(root: str | Path, min_area: int = NATURAL_MIN_AREA, limit: int | None = None) -> list[Pair]:
+    """Clothing Co-Parsing: each garment/skin/hair class map split into connected components."""
+    from scipy.io import loadmat
+
+    root = Path(root)
+    mats = sorted((root / "annotations" / "pixel-level").glob("*.mat"))[:limit]
+    if not mats:
+        raise FileNotFoundError(f"{root}: no annotations/pixel-level/*.mat")
+    pairs = []
+    for mat in mats:
+        photo = root / "photos" / f"{mat.stem}.jpg"
+        if not photo.is_file():
+            continue
+        classes = loadmat(mat)["groundtruth"]
+        labels = np.zeros(classes.shape, np.int32)
+        for value in np.unique(classes):
+            if value == 0:   # "null": the background
+                continue
+            components, count = ndimage.label(classes == value)
+            labels[components > 0] = components[components > 0] + labels.max()
+        labels = _drop_small(labels, min_area)
+        if labels.any():
+            pairs.append(Pair(f"ccp/{mat.stem}", _rgb_image(photo), labels, CCP_SOURCE))
+    return pairs
+
+
+def pet_pairs(root: str | Path, limit: int | None = None) -> list[Pair]:
+    """Oxford pets: one object per photo, the trimap's border band is ignored by the loss."""
+    root = Path(root)
+    trimaps = sorted((root / "trimaps").glob("*.png"))[:limit]
+    if not trimaps:
+        raise FileNotFoundError(f"{root}: no trimaps/*.png")
+    pairs = []
+    for trimap_path in trimaps:
+        photo = root / "images" / f"{trimap_path.stem}.jpg"
+        if not photo.is_file():
+            continue
+        trimap = read_label_image(trimap_path)
+        rgb = _rgb_image(photo)
+        if rgb.shape[:2] != trimap.shape:
+            continue
+        pairs.append(Pair(f"pets/{trimap_path.stem}", rgb, (trimap == PET).astype(np.int32), PETS_SOURCE,
+                          ignore=trimap == PET_BORDER))
+    return pairs
+
+
+def dsb_pairs(root: str | Path, held_out: bool = False, every: int = 10) -> list[Pair]:
+    """DSB2018 nuclei. Every ``every``-th image (in name order) is held out for measuring:
+    ``held_out=False`` gives the others, ``True`` those."""
+    root = Path(root)
+    labels_files = sorted((root / "labels").glob("*.png"))
+    if not labels_files:
+        raise FileNotFoundError(f"{root}: no labels/*.png")
+    pairs = []
+    for i, path in enumerate(labels_files):
+        if (i % every == 0) != held_out:
+            continue
+        labels = read_label_image(path).astype(np.int32)
+        pairs.append(Pair(f"dsb/{path.stem[:12]}", _rgb_image(root / "images" / path.name), labels, DSB_SOURCE))
+    return pairs

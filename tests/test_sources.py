@@ -1,0 +1,110 @@
+"""The natural-image and nuclei training sets, read from small copies made in the test in each
+set's own layout; and the trimap border that the loss must leave out."""
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from scipy.io import savemat
+
+from napari_iog.io.coco import encode_rle
+from napari_iog.training.data import InstanceDataset, Pair
+from napari_iog.training.loop import iog_loss
+from napari_iog.training.sources import ccp_pairs, coco_pairs, dsb_pairs, pet_pairs
+
+
+def _photo(shape=(120, 160), seed=0):
+    return np.random.default_rng(seed).integers(0, 255, (*shape, 3), dtype=np.uint8)
+
+
+def test_coco_objects_from_polygons_and_rle_crowds_and_small_ones_left_out(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "val2017").mkdir()
+    iio.imwrite(tmp_path / "val2017" / "000000000001.jpg", _photo())
+    big = np.zeros((120, 160), bool)
+    big[10:90, 20:120] = True
+    front = np.zeros((120, 160), bool)
+    front[30:60, 40:80] = True        # in front of the big one: keeps its whole mask
+    rle = encode_rle(front)
+    annotations = [
+        {"id": 1, "image_id": 1, "iscrowd": 0, "area": 8000, "segmentation": [[20, 10, 120, 10, 120, 90, 20, 90]]},
+        {"id": 2, "image_id": 1, "iscrowd": 0, "area": 1200, "segmentation": rle},
+        {"id": 3, "image_id": 1, "iscrowd": 1, "area": 5000, "segmentation": [[0, 0, 50, 0, 50, 50]]},
+        {"id": 4, "image_id": 1, "iscrowd": 0, "area": 30, "segmentation": [[0, 100, 5, 100, 5, 106, 0, 106]]},
+    ]
+    coco = {"images": [{"id": 1, "file_name": "000000000001.jpg", "height": 120, "width": 160},
+                       {"id": 2, "file_name": "missing.jpg", "height": 120, "width": 160}],
+            "annotations": annotations}
+    (tmp_path / "annotations" / "instances_val2017.json").write_text(json.dumps({**coco, "categories": []}))
+    pairs = coco_pairs(tmp_path)
+    assert len(pairs) == 1 and pairs[0].rgb.shape == (120, 160, 3)
+    labels = pairs[0].labels
+    assert sorted(np.unique(labels)) == [0, 1, 2]
+    assert np.array_equal(labels == 2, front)
+    assert np.array_equal(labels == 1, big & ~front)
+    assert "CC BY 4.0" in pairs[0].source
+
+
+def test_clothing_classes_split_into_components(tmp_path):
+    (tmp_path / "annotations" / "pixel-level").mkdir(parents=True)
+    (tmp_path / "photos").mkdir()
+    classes = np.zeros((100, 100), np.uint8)
+    classes[5:45, 5:45] = 41            # two separate pieces of the same class
+    classes[55:95, 55:95] = 41
+    classes[5:45, 55:95] = 19
+    classes[0:3, 97:100] = 19           # 9 px: too small to keep
+    savemat(tmp_path / "annotations" / "pixel-level" / "0001.mat", {"groundtruth": classes})
+    iio.imwrite(tmp_path / "photos" / "0001.jpg", _photo((100, 100)))
+    (pair,) = ccp_pairs(tmp_path)
+    assert len(np.unique(pair.labels)) == 4          # background + 3 objects
+    assert pair.labels[20, 20] != pair.labels[70, 70]
+
+
+def test_pets_trimap_border_becomes_ignored(tmp_path):
+    (tmp_path / "trimaps").mkdir()
+    (tmp_path / "images").mkdir()
+    trimap = np.full((80, 80), 2, np.uint8)
+    trimap[20:60, 20:60] = 3
+    trimap[23:57, 23:57] = 1
+    iio.imwrite(tmp_path / "trimaps" / "cat_1.png", trimap)
+    iio.imwrite(tmp_path / "images" / "cat_1.jpg", _photo((80, 80)))
+    (pair,) = pet_pairs(tmp_path)
+    assert pair.labels.sum() == 34 * 34 and pair.ignore.sum() == 40 * 40 - 34 * 34
+
+
+def test_dsb_holds_out_every_tenth_image(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for i in range(12):
+        labels = np.zeros((64, 64), np.uint16)
+        labels[10:30, 10:30] = 1
+        labels[40:60, 40:60] = 300
+        iio.imwrite(tmp_path / "labels" / f"{i:03d}.png", labels)
+        iio.imwrite(tmp_path / "images" / f"{i:03d}.png", np.full((64, 64), 40 + i, np.uint8))
+    train, held = dsb_pairs(tmp_path), dsb_pairs(tmp_path, held_out=True)
+    assert len(train) == 10 and len(held) == 2
+    assert not {p.name for p in train} & {p.name for p in held}
+    assert held[0].rgb.shape == (64, 64, 3) and set(np.unique(held[0].labels)) == {0, 1, 300}
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_ignored_pixels_reach_the_target_and_the_loss_leaves_them_out(augment):
+    labels = np.zeros((96, 96), np.int32)
+    labels[30:66, 30:66] = 1
+    ignore = np.zeros((96, 96), bool)
+    ignore[26:70, 26:70] = True
+    ignore[30:66, 30:66] = False
+    pair = Pair("pet", _photo((96, 96)), labels, ignore=ignore)
+    sample = InstanceDataset([pair], augment=augment, seed=1)[0]
+    target = sample["target"]
+    unknown = target < 0
+    assert unknown.any() and (target[~unknown] >= 0).all()
+    logits = torch.randn(1, *target.shape)
+    coarse = [torch.randn(1, *target.shape) for _ in range(4)]
+    loss = iog_loss(logits, coarse, target[None])
+    # the unknown pixels count for nothing, whatever the network says there
+    changed = logits.clone()
+    changed[0][unknown] = 50.0
+    assert torch.isclose(iog_loss(changed, coarse, target[None]), loss)
