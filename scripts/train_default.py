@@ -92,7 +92,8 @@ def natural_pairs(root: Path | None, sets: list[str]):
     return pairs
 
 
-def training_pairs(root: Path, sstem_slices: list[int], sets: list[str], dsb_images: int | None = None):
+def training_pairs(root: Path, sstem_slices: list[int], sets: list[str], dsb_images: int | None = None,
+                   cvppp_plants: list[int] | None = None):
     pairs = []
     if "dsb" in sets and (root / "dsb2018").is_dir():
         dsb = dsb_pairs(root / "dsb2018")     # every 10th image stays out: the nuclei benchmark
@@ -100,7 +101,7 @@ def training_pairs(root: Path, sstem_slices: list[int], sets: list[str], dsb_ima
     if "bsds" in sets:
         pairs += bsds_pairs(root / "bsds500_test_regions")
     if "cvppp" in sets:
-        pairs += cvppp_pairs(root / "cvppp_a1")
+        pairs += cvppp_pairs(root / "cvppp_a1", cvppp_plants)
     if "sstem" in sets:
         pairs += sstem_pairs(root / "sstem_vnc", sstem_slices)
     return pairs
@@ -150,6 +151,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dsb-images", type=int, default=None,
                         help="train on this many DSB2018 images (evenly spread), to balance the mix")
     parser.add_argument("--sstem-slices", default="0-19", help="e.g. 0-9 keeps 10-19 for the propagation benchmark")
+    parser.add_argument("--cvppp-plants", default=None,
+                        help="e.g. 1-80 keeps plants 81 on for measuring (default: all)")
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=None)
@@ -173,7 +176,12 @@ def main(argv=None) -> int:
     first, _, last = args.sstem_slices.partition("-")
     slices = list(range(int(first), int(last or first) + 1))
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
-    pairs = training_pairs(args.data_root, slices, sets, args.dsb_images) + natural_pairs(args.natural_root, sets)
+    plants = None
+    if args.cvppp_plants:
+        low, _, high = args.cvppp_plants.partition("-")
+        plants = list(range(int(low), int(high or low) + 1))
+    pairs = training_pairs(args.data_root, slices, sets, args.dsb_images, plants)
+    pairs += natural_pairs(args.natural_root, sets)
     train_pairs, val_pairs, how = split_pairs(
         pairs, args.val_fraction, args.seed if args.split_seed is None else args.split_seed)
     # Repeated after the split, so that no held-out image is also trained on.
