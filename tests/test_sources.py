@@ -108,3 +108,9 @@ def test_ignored_pixels_reach_the_target_and_the_loss_leaves_them_out(augment):
     changed = logits.clone()
     changed[0][unknown] = 50.0
     assert torch.isclose(iog_loss(changed, coarse, target[None]), loss)
+
+
+@pytest.mark.parametrize("reader", [coco_pairs, ccp_pairs, pet_pairs, dsb_pairs])
+def test_an_absent_set_says_so_for_the_recipe_to_skip_it(tmp_path, reader):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        reader(tmp_path)
