@@ -190,11 +190,14 @@ def test_refinement_caches_backbone_and_matches_full_network(calibrated_refine18
     encodes = []
     original = p.model.encode
     monkeypatch.setattr(p.model, "encode", lambda x: encodes.append(1) or original(x))
+    sides, side_maps = [], p.model.Coarse_net.side_maps
+    monkeypatch.setattr(p.model.Coarse_net, "side_maps", lambda f: sides.append(1) or side_maps(f))
     corners, inside = ((55, 65), (185, 235)), (120, 150)
     first = p.predict(image, corners=corners, inside=inside)
     second = p.predict(image, corners=corners, inside=inside, positive=[(70, 100)])
     third = p.predict(image, corners=corners, inside=inside, positive=[(70, 100)], negative=[(190, 240)])
     assert len(encodes) == 1  # the backbone ran for the first click only
+    assert len(sides) == 1    # and so did the decoder's click-independent maps
     x, clicks, _ = p.network_input(image, corners, inside, positive=[(70, 100)], negative=[(190, 240)])
     with torch.no_grad():
         full = torch.sigmoid(calibrated_refine18(x[None], clicks[None]))

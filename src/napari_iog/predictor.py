@@ -211,13 +211,17 @@ class IOGPredictor:
 
     @torch.inference_mode()
     def _encode(self, x: torch.Tensor):
+        """An object's click-independent part of a refinement network: the backbone features
+        and the decoder's maps of them."""
         with autocast(self.precision, self.device):
-            return self.model.encode(self._to_device(x))
+            features = self.model.encode(self._to_device(x))
+            return features, self.model.side_maps(features)
 
     @torch.inference_mode()
-    def _decode(self, features, clicks: torch.Tensor) -> torch.Tensor:
+    def _decode(self, encoded, clicks: torch.Tensor) -> torch.Tensor:
+        features, side = encoded
         with autocast(self.precision, self.device):
-            return self.model.decode(features, self._to_device(clicks)).float()
+            return self.model.decode(features, self._to_device(clicks), side=side).float()
 
     # --- public API ---------------------------------------------------------------------------
 

@@ -95,14 +95,21 @@ class CoarseNet(nn.Module):
             for _ in channel_settings
         )
 
-    def forward(self, feats: Sequence[torch.Tensor], out_size: tuple[int, int], predict: bool = True
-                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def side_maps(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """lateral1..3 of the trunk's layer3, layer2, layer1: the part that does not depend on
+        what comes through the PSP (so, in the refinement network, not on the clicks)."""
+        return [lateral(f) for lateral, f in zip(self.laterals[1:], feats[1:])]
+
+    def forward(self, feats: Sequence[torch.Tensor], out_size: tuple[int, int], predict: bool = True,
+                side: Sequence[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Returns the feature maps f0..f3 and, with ``predict``, the four coarse outputs
-        (inference needs only the feature maps: FineNet makes the answer)."""
+        (inference needs only the feature maps: FineNet makes the answer). ``side``: the
+        :meth:`side_maps` of ``feats``, computed before (a correction reuses them)."""
+        side = self.side_maps(feats) if side is None else side
         f0 = self.laterals[0](feats[0])
-        f1 = self.laterals[1](feats[1]) + (self.upsamples[0](f0) if self.upsample_first else f0)
-        f2 = self.laterals[2](feats[2]) + self.upsamples[1](f1)
-        f3 = self.laterals[3](feats[3]) + self.upsamples[2](f2)
+        f1 = side[0] + (self.upsamples[0](f0) if self.upsample_first else f0)
+        f2 = side[1] + self.upsamples[1](f1)
+        f3 = side[2] + self.upsamples[2](f2)
         fms = [f0, f1, f2, f3]
         if not predict:
             return fms, []

@@ -64,10 +64,10 @@ class IOGNetwork(nn.Module):
         return self.backbone(x)
 
     def _heads(self, features: Features, deep: torch.Tensor, out_size: tuple[int, int],
-               return_coarse: bool):
+               return_coarse: bool, side: list[torch.Tensor] | None = None):
         head_size = (out_size[0] // 4, out_size[1] // 4)
         fms, coarse = self.Coarse_net([self.psp4(deep), features[1], features[2], features[3]],
-                                      head_size, predict=return_coarse)
+                                      head_size, predict=return_coarse, side=side)
         fine = upsample_to(self.Fine_net(fms, head_size), out_size)
         if not return_coarse:
             return fine
@@ -93,11 +93,18 @@ class IOGRefineNetwork(IOGNetwork):
         super().__init__(config)
         self.iog_points = click_encoder(out_channels=config.click_channels)
 
-    def decode(self, features: Features, clicks: torch.Tensor, return_coarse: bool = False):
+    def side_maps(self, features: Features) -> list[torch.Tensor]:
+        """The decoder's click-independent maps (CoarseNet's laterals of layer3..layer1): an
+        object's corrections compute them once, with its features."""
+        return self.Coarse_net.side_maps([None, features[1], features[2], features[3]])
+
+    def decode(self, features: Features, clicks: torch.Tensor, return_coarse: bool = False,
+               side: list[torch.Tensor] | None = None):
+        """``side``: :meth:`side_maps` of ``features``, when kept from an earlier click."""
         _check_input(clicks, 2, "clicks")
         out_size = tuple(clicks.shape[-2:])
         deep = torch.cat((features[0], self.iog_points(clicks)), 1)
-        return self._heads(features, deep, out_size, return_coarse)
+        return self._heads(features, deep, out_size, return_coarse, side)
 
     def forward(self, x: torch.Tensor, clicks: torch.Tensor | None = None,
                 return_coarse: bool = False):
