@@ -88,7 +88,7 @@ def _weights_verify(args) -> int:
     return 0
 
 
-def _method(spec: str, device: str, postprocess: bool = False):
+def _method(spec: str, device: str, postprocess: bool = False, precision: str = "auto"):
     from . import evaluation as E
 
     if spec == "box":
@@ -97,8 +97,8 @@ def _method(spec: str, device: str, postprocess: bool = False):
         return E.GrabCutBaseline()
     from .predictor import IOGPredictor
 
-    return E.IOGMethod(IOGPredictor(spec, device=device), name=Path(spec).stem if Path(spec).is_file() else spec,
-                       postprocess=postprocess)
+    name = Path(spec).stem if Path(spec).is_file() else spec
+    return E.IOGMethod(IOGPredictor(spec, device=device, precision=precision), name=name, postprocess=postprocess)
 
 
 def _evaluate(args) -> int:
@@ -111,7 +111,7 @@ def _evaluate(args) -> int:
     summaries = {}
     dataset_tag = Path(str(args.dataset)).name
     for spec in args.model or [zoo.DEFAULT_MODEL]:
-        method = _method(spec, args.device, args.postprocess)
+        method = _method(spec, args.device, args.postprocess, args.precision)
         with _bar(len(instances), f"{method.name} on {dataset_tag}", unit="object") as bar:
             def progress(done, total, result):
                 bar.update(1)
@@ -347,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-clicks", type=int, default=20)
     evaluate.add_argument("--limit", type=int, default=0, help="only the first N objects")
     evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--precision", default="auto",
+                          help="auto (bf16 where the CPU or GPU is fast at it), float32 (the exact network), "
+                               "bfloat16 or float16")
     evaluate.add_argument("--out", default="evaluation")
     evaluate.add_argument("--no-plot", action="store_true")
     evaluate.add_argument("--postprocess", action="store_true",
