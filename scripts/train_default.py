@@ -64,11 +64,6 @@ from napari_iog.training.synthetic import synthetic_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
-LICENCES = {
-    "bsds500_test_regions": "BSDS500: research use (Berkeley Segmentation Data Set)",
-    "cvppp_a1": "CVPPP A1 (Plant Phenotyping Datasets): research use",
-    "sstem_vnc": "ssTEM Drosophila VNC (Cardona et al.): CC BY-NC-SA 3.0",
-}
 
 
 #: the natural sets of shared/data/NATURAL.md, as get-natural.sh lays them out
@@ -116,6 +111,16 @@ def base_checkpoint(arch: str, imagenet: Path | None, folder: Path, seed: int) -
         load(model.backbone, state)
         card["init"] = f"ImageNet trunk from {imagenet.name}"
     return save_model(model, folder / f"{arch}-start.pt", card)
+
+
+def licence_note(sources: list[str]) -> str:
+    """What the weights inherit from the terms of their data (each source names its terms)."""
+    restricted = [s for s in sources if "NC" in s or "research" in s or "Flickr" in s]
+    if not restricted:
+        return "no set with non-commercial terms; see each set's terms"
+    return ("non-commercial research use: inherited from " + "; ".join(restricted)
+            + " (COCO images carry their own Flickr licences, some of them non-commercial)"
+            * any("Flickr" in s for s in restricted))
 
 
 def evaluate(path: Path, root: Path, device: str, max_clicks: int) -> dict:
@@ -216,10 +221,8 @@ def main(argv=None) -> int:
     card.update({
         "name": "napari-iog default",
         "recipe": "scripts/train_default.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "trained_on": [LICENCES[k] for k, s in (("bsds500_test_regions", "bsds"), ("cvppp_a1", "cvppp"),
-                                               ("sstem_vnc", "sstem")) if s in sets],
-        "licence_note": "weights trained on research-use data and on CC BY-NC-SA 3.0 data (ssTEM): "
-                        "non-commercial use",
+        "trained_on": card.get("licence_of_data", []),
+        "licence_note": licence_note(card.get("licence_of_data", [])),
         "evaluation": results, "imagenet_init": bool(args.imagenet),
         "init": args.init.name if args.init is not None else card.get("init", "random"), "status": summary["status"],
     })
