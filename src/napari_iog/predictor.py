@@ -164,7 +164,7 @@ class IOGPredictor:
         self.postprocess = bool(postprocess)
         self._features: OrderedDict[tuple, tuple] = OrderedDict()
         self._cache_size = cache_size
-        self.precision = choose_precision(precision, self.device)
+        self.precision = choose_precision(precision, self.device, getattr(self.model, "bf16_on_cpu", True))
         exact_model = self.model
         self._fast = precision != "float32"
         if self._fast:

@@ -145,6 +145,10 @@ class IOGMobileNetwork(nn.Module):
     """IOG (PSP + CoarseNet + FineNet) on MobileNetV2; inputs and outputs as :class:`IOGNetwork`."""
 
     arch = "iog-mobilenetv2"
+    #: precision="auto" keeps float32 on a CPU: with bf16 the trained default's masks agreed with
+    #: float32's at a mean IoU of 0.988 but only 0.96 on the worst of 8 GrabCut objects (AMD EPYC
+    #: Zen 4, benchmarks/bench_predictor.py), and float32 already takes under 50 ms a click.
+    bf16_on_cpu = False
 
     def __init__(self, config: MobileIOGConfig | None = None):
         super().__init__()

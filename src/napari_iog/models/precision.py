@@ -30,15 +30,17 @@ def cpu_has_fast_bf16() -> bool:
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
-def choose_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` -> bf16 (fp16 on CUDA without bf16) where it is fast, else float32."""
+def choose_precision(precision: str, device: torch.device, bf16_on_cpu: bool = True) -> str:
+    """``"auto"`` -> bf16 (fp16 on CUDA without bf16) where it is fast, else float32.
+    ``bf16_on_cpu=False``: a network whose bf16 masks are not close enough to float32's on a CPU
+    (see the network's ``bf16_on_cpu``) stays in float32 there."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    if device.type == "cpu" and cpu_has_fast_bf16():
+    if device.type == "cpu" and bf16_on_cpu and cpu_has_fast_bf16():
         return "bfloat16"
     return "float32"
 
