@@ -33,10 +33,11 @@ def main() -> None:
     _, widget = viewer.window.add_plugin_dock_widget("napari-iog", "IOG annotator")
     widget.start(predictor)
     ann = widget.annotator
-    ann.segment(corners=((20, 140), (300, 390)), inside=(160, 260))       # the astronaut's head
+    # Corners as a user clicks them: tight around the object (IOG takes them as its box).
+    ann.segment(corners=((12, 150), (215, 322)), inside=(130, 240))       # the astronaut's head
     ann.commit()
-    ann.segment(corners=((235, 335), (420, 470)), inside=(330, 400))      # the flag, in progress
-    ann.correct((380, 350), positive=True)
+    ann.segment(corners=((290, 278), (511, 511)), inside=(400, 400))      # the helmet, in progress
+    ann.correct((300, 300), positive=False)
     ann.labels_layer.opacity = 0.6
     viewer.layers.selection.active = ann.clicks_layer
     for _ in range(20):

@@ -26,15 +26,16 @@ def test_the_default_model_ships_whole_with_its_card(empty_cache):
     entry = zoo.WEIGHTS[zoo.DEFAULT_MODEL]
     path = zoo.resolve(zoo.DEFAULT_MODEL)
     assert path.parent == zoo.BUNDLED_DIR and entry.bundled
-    # the real file (not a Git LFS pointer, not truncated), small enough for a repository
-    assert 5e6 < path.stat().st_size < 30e6
+    # the real file (not a Git LFS pointer, not truncated), within the 12 MB the default may take
+    assert 1e6 < path.stat().st_size <= 12e6
     assert zoo.sha256_of(path) == entry.sha256
     assert zoo.verify(zoo.DEFAULT_MODEL)["status"] == "sha256 matches"
     checkpoint = read_checkpoint(path)
-    assert checkpoint["arch"] == entry.arch == "iog-resnet18"
+    assert checkpoint["arch"] == entry.arch == "iog-mobilenetv2"
     card = checkpoint["card"]
     licences = " ".join(card["trained_on"])
-    assert "CC BY-NC-SA" in licences and "BSDS" in licences and "CVPPP" in licences
+    for name in ("CC BY-NC-SA", "BSDS", "CVPPP", "COCO", "Data Science Bowl", "Clothing", "Pet"):
+        assert name in licences
     for dataset in ("grabcut", "berkeley"):
         assert {"miou@3", "noc85", "noc90"} <= set(card["evaluation"][dataset])
     assert (zoo.BUNDLED_DIR / "README.md").is_file()     # the model card for people
@@ -58,7 +59,7 @@ def test_a_lost_bundled_file_says_to_reinstall(empty_cache, tmp_path, monkeypatc
 
 
 def test_the_predictor_without_a_model_segments_an_object(default_predictor):
-    assert default_predictor.arch == "iog-resnet18"
+    assert default_predictor.arch == "iog-mobilenetv2"
     image, truth = synthetic_scene()
     rows, cols = np.nonzero(truth)
     corners = [(rows.min() - 4, cols.min() - 4), (rows.max() + 4, cols.max() + 4)]

@@ -33,7 +33,7 @@ CACHE_ENV = "NAPARI_IOG_CACHE"
 CHECKSUMS_FILE = "checksums.json"   # sha256 recorded the first time a file is verified
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = "napari-iog-default"
-DEFAULT_SHA256 = "8a43675576c645e31567860081c44de4ad2e0fb40ff4462b48c10742a53b4add"
+DEFAULT_SHA256 = "fa74cd25beb63eeaee29978c80a24dab2add4de4a3f92af6fcdc4e49121c5ac7"
 #: Google Drive's download endpoint; a large file first answers with a page whose form confirms
 #: the download (Drive cannot scan it for viruses), which :func:`_download_drive` submits.
 DRIVE_DOWNLOAD_URL = "https://drive.google.com/uc"
@@ -88,10 +88,11 @@ _IOG_HOME = "https://github.com/shiyinzhang/Inside-Outside-Guidance"
 _IOG_LICENCE = "MIT (code); weights released by the IOG authors for research; trained on PASCAL VOC/SBD"
 
 WEIGHTS: dict[str, WeightsEntry] = {e.name: e for e in (
-    WeightsEntry(DEFAULT_MODEL, "napari-iog-default.pt", "iog-resnet18",
-                 "BSDS500 test regions, CVPPP A1 leaves, ssTEM slices 0-9 (no ImageNet start)",
+    WeightsEntry(DEFAULT_MODEL, "napari-iog-default.pt", "iog-mobilenetv2",
+                 "COCO subsets, Clothing Co-Parsing, Oxford pets, BSDS500 regions, DSB2018 nuclei, "
+                 "ssTEM slices 0-9, CVPPP A1 leaves (ImageNet MobileNetV2 start)",
                  "weights: non-commercial research use (BSDS500 and CVPPP research terms, ssTEM "
-                 "CC BY-NC-SA 3.0); see napari_iog/weights/README.md",
+                 "CC BY-NC-SA 3.0, COCO images' Flickr licences); see napari_iog/weights/README.md",
                  "https://github.com/napari-iog/napari-iog/blob/main/src/napari_iog/weights/README.md",
                  sha256=DEFAULT_SHA256, bundled=True),
     WeightsEntry("iog-pascal-sbd", "IOG_PASCAL_SBD.pth", "iog-resnet101", "PASCAL VOC + SBD",
