@@ -316,7 +316,8 @@ class Annotator:
         if self.closed:
             return
         self.last_latency = latency
-        self.draw()
+        with self.bridge.quiet():   # a result changes only the outline: the clicks and box are drawn
+            self.layers.draw_preview(self.session)
         self.set_status()
         self.prediction_shown.emit()
 

@@ -172,6 +172,8 @@ class ClickBridge:
                 session.set_clicks(clicks, planes.pop() if planes else session.plane, predict=False)
         before = session.version
         ann.guarded(change)
-        ann.draw()
         if session.version != before:
+            # The network starts before the layers are redrawn: drawing takes tens of ms of
+            # the main thread, which the prediction then runs beside rather than after.
             ann.predictions.request()
+        ann.draw()

@@ -64,7 +64,7 @@ class HelperLayers:
     def draw(self, session: AnnotationSession, negative: bool, guide: tuple[float, float] | None) -> None:
         self._draw_clicks(session, negative)
         self.draw_box(session, guide)
-        self._draw_preview(session)
+        self.draw_preview(session)
 
     def _draw_clicks(self, s: AnnotationSession, negative: bool) -> None:
         layer = self.clicks
@@ -105,7 +105,8 @@ class HelperLayers:
             layer.add([np.asarray(sh) for sh in shapes], shape_type=types)
         layer.refresh()
 
-    def _draw_preview(self, s: AnnotationSession) -> None:
+    def draw_preview(self, s: AnnotationSession) -> None:
+        """The current prediction's outline (hidden when there is none)."""
         layer, current = self.preview, s.current
         if current is None:
             layer.visible = False
