@@ -71,9 +71,15 @@ NATURAL_SETS = {"coco": ("coco_person_val2017", "coco_mini", "coco_tiny"), "ccp"
                 "pets": ("oxford_pets_sample",)}
 
 
-def natural_pairs(root: Path | None, sets: list[str]):
+#: sets whose terms do not allow weights for any use (research-only, NC, or photos of unclear rights)
+RESTRICTED_SETS = ("bsds", "cvppp", "sstem", "ccp")
+
+
+def natural_pairs(root: Path | None, sets: list[str], permissive: bool = False):
+    """``permissive``: COCO without its images under non-commercial Flickr licences."""
     pairs = []
-    readers = {"coco": coco_pairs, "ccp": ccp_pairs, "pets": pet_pairs}
+    readers = {"coco": lambda folder: coco_pairs(folder, noncommercial=not permissive), "ccp": ccp_pairs,
+               "pets": pet_pairs}
     for name, folders in NATURAL_SETS.items():
         if name not in sets:
             continue
@@ -151,6 +157,9 @@ def main(argv=None) -> int:
                         help="any of bsds, cvppp, sstem, dsb (shared/data) and coco, ccp, pets (--natural-root)")
     parser.add_argument("--natural-root", type=Path, default=None,
                         help="where get-natural.sh put the natural-image sets (shared/data/NATURAL.md)")
+    parser.add_argument("--permissive", action="store_true",
+                        help="weights without non-commercial terms: only coco (its CC BY/BY-SA/public images), "
+                             "pets and dsb may be in --sets")
     parser.add_argument("--repeat", default="",
                         help="natural sets counted more than once, e.g. coco=2,pets=2 (to weigh the mix)")
     parser.add_argument("--dsb-images", type=int, default=None,
@@ -181,12 +190,15 @@ def main(argv=None) -> int:
     first, _, last = args.sstem_slices.partition("-")
     slices = list(range(int(first), int(last or first) + 1))
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    if args.permissive and set(sets) & set(RESTRICTED_SETS):
+        raise SystemExit(f"--permissive trains only on data whose terms allow any use: drop "
+                         f"{', '.join(sorted(set(sets) & set(RESTRICTED_SETS)))} from --sets (coco, pets, dsb remain)")
     plants = None
     if args.cvppp_plants:
         low, _, high = args.cvppp_plants.partition("-")
         plants = list(range(int(low), int(high or low) + 1))
     pairs = training_pairs(args.data_root, slices, sets, args.dsb_images, plants)
-    pairs += natural_pairs(args.natural_root, sets)
+    pairs += natural_pairs(args.natural_root, sets, args.permissive)
     train_pairs, val_pairs, how = split_pairs(
         pairs, args.val_fraction, args.seed if args.split_seed is None else args.split_seed)
     # Repeated after the split, so that no held-out image is also trained on.

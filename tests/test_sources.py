@@ -47,6 +47,28 @@ def test_coco_objects_from_polygons_and_rle_crowds_and_small_ones_left_out(tmp_p
     assert "CC BY 4.0" in pairs[0].source
 
 
+@pytest.mark.parametrize("listed", [True, False])
+def test_coco_images_under_noncommercial_licences_can_be_left_out(tmp_path, listed):
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "train2017").mkdir()
+    images, annotations = [], []
+    for k, licence in enumerate((2, 4, 3, 5), start=1):    # by-nc, by, by-nc-nd, by-sa
+        iio.imwrite(tmp_path / "train2017" / f"{k}.jpg", _photo((60, 60), seed=k))
+        images.append({"id": k, "file_name": f"{k}.jpg", "height": 60, "width": 60, "license": licence})
+        annotations.append({"id": k, "image_id": k, "iscrowd": 0, "area": 900,
+                            "segmentation": [[10, 10, 40, 10, 40, 40, 10, 40]]})
+    coco = {"images": images, "annotations": annotations}
+    if listed:   # the file's own list, as most COCO files carry it
+        coco["licenses"] = [{"id": 2, "name": "Attribution-NonCommercial License"},
+                            {"id": 3, "name": "Attribution-NonCommercial-NoDerivs License"},
+                            {"id": 4, "name": "Attribution License"},
+                            {"id": 5, "name": "Attribution-ShareAlike License"}]
+    (tmp_path / "annotations" / "instances_train2017.json").write_text(json.dumps(coco))
+    assert len(coco_pairs(tmp_path)) == 4
+    kept = coco_pairs(tmp_path, noncommercial=False)
+    assert sorted(p.name for p in kept) == [f"{tmp_path.name}/2", f"{tmp_path.name}/4"]
+
+
 def test_clothing_classes_split_into_components(tmp_path):
     (tmp_path / "annotations" / "pixel-level").mkdir(parents=True)
     (tmp_path / "photos").mkdir()

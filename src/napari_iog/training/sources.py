@@ -26,6 +26,9 @@ PETS_SOURCE = "Oxford-IIIT Pet (Parkhi et al. 2012), sample of 600: CC BY-SA 4.0
 DSB_SOURCE = "2018 Data Science Bowl stage1_train (Caicedo et al. 2019, BBBC038) with community fixes: CC0 1.0"
 #: the smallest object kept from the natural sets, in pixels
 NATURAL_MIN_AREA = 400
+#: COCO 2017's licence ids of its non-commercial Flickr licences (by-nc-sa, by-nc, by-nc-nd), for
+#: a file whose own ``licenses`` list is missing
+COCO_NONCOMMERCIAL_IDS = frozenset({1, 2, 3})
 #: pet trimap values: 1 = pet, 2 = background, 3 = border (ignored by the loss)
 PET, PET_BORDER = 1, 3
 
@@ -58,9 +61,12 @@ def _coco_files(root: Path) -> Iterator[tuple[Path, Path]]:
                 break
 
 
-def coco_pairs(root: str | Path, min_area: int = NATURAL_MIN_AREA, limit: int | None = None) -> list[Pair]:
+def coco_pairs(root: str | Path, min_area: int = NATURAL_MIN_AREA, limit: int | None = None,
+               noncommercial: bool = True) -> list[Pair]:
     """A COCO subset: every non-crowd object of each image (polygons or RLE). Overlapping objects
-    are painted largest first, so a smaller object in front keeps its whole mask."""
+    are painted largest first, so a smaller object in front keeps its whole mask.
+    ``noncommercial=False`` leaves out the images under a non-commercial Flickr licence, for
+    weights whose use should not be restricted by them."""
     root = Path(root)
     files = list(_coco_files(root))
     if not files:
@@ -68,6 +74,7 @@ def coco_pairs(root: str | Path, min_area: int = NATURAL_MIN_AREA, limit: int | 
     pairs: list[Pair] = []
     for ann_path, folder in files:
         coco = json.loads(ann_path.read_text())
+        restricted = _noncommercial_ids(coco)
         by_image: dict[int, list[dict]] = {}
         for a in coco["annotations"]:
             if not a.get("iscrowd", 0) and a.get("area", 0) >= min_area:
@@ -75,7 +82,7 @@ def coco_pairs(root: str | Path, min_area: int = NATURAL_MIN_AREA, limit: int | 
         for image in coco["images"]:
             objects = by_image.get(image["id"])
             path = folder / image["file_name"]
-            if not objects or not path.is_file():
+            if not objects or not path.is_file() or (not noncommercial and image.get("license") in restricted):
                 continue
             size = (int(image["height"]), int(image["width"]))
             labels = np.zeros(size, np.int32)
@@ -89,6 +96,13 @@ def coco_pairs(root: str | Path, min_area: int = NATURAL_MIN_AREA, limit: int | 
             if limit is not None and len(pairs) >= limit:
                 return pairs
     return pairs
+
+
+def _noncommercial_ids(coco: dict) -> frozenset:
+    licences = coco.get("licenses")
+    if not licences:
+        return COCO_NONCOMMERCIAL_IDS
+    return frozenset(entry["id"] for entry in licences if "noncommercial" in str(entry.get("name", "")).lower())
 
 
 def ccp_pairs(root: str | Path, min_area: int = NATURAL_MIN_AREA, limit: int | None = None) -> list[Pair]:
