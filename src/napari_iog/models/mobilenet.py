@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .heads import CoarseNet, FineNet, PSPModule, upsample_to
+from .resnet import load_trunk_state
 
 #: (expansion t, channels c, blocks n, first stride s) of MobileNetV2's inverted residuals.
 INVERTED_RESIDUALS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
@@ -112,17 +113,8 @@ def mobilenet_imagenet_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str
 def load_mobilenet_imagenet(trunk: MobileNetV2Trunk, state_dict: Mapping[str, torch.Tensor]) -> None:
     """ImageNet weights into ``trunk``; input channels beyond RGB (the guidance maps) start at
     zero, so the trunk starts as the ImageNet network on the image."""
-    state = mobilenet_imagenet_state(state_dict)
-    stem = state.get("features.0.0.weight")
-    target = trunk.features[0][0].weight
-    if stem is not None and stem.shape[1] < target.shape[1]:
-        widened = torch.zeros(target.shape, dtype=stem.dtype)
-        widened[:, : stem.shape[1]] = stem
-        state["features.0.0.weight"] = widened
-    missing, unexpected = trunk.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise ValueError(f"not MobileNetV2 ImageNet weights: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    load_trunk_state(trunk, mobilenet_imagenet_state(state_dict), "features.0.0.weight",
+                      "not MobileNetV2 ImageNet weights")
 
 
 @dataclass(frozen=True)

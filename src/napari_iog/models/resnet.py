@@ -185,16 +185,22 @@ def load_imagenet_weights(trunk: ResNet, state_dict: dict[str, torch.Tensor]) ->
     ImageNet network on the RGB part.
     """
     state = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
-    conv1 = state.get("conv1.weight")
-    target = trunk.conv1.weight
-    if conv1 is not None and conv1.shape[1] < target.shape[1]:
-        widened = torch.zeros(target.shape, dtype=conv1.dtype)
-        widened[:, : conv1.shape[1]] = conv1
-        state["conv1.weight"] = widened
+    load_trunk_state(trunk, state, "conv1.weight", f"ImageNet weights do not match trunk {trunk.name}")
+
+
+def load_trunk_state(trunk: nn.Module, state: dict[str, torch.Tensor], first_conv: str, refusal: str) -> None:
+    """Load an ImageNet ``state`` (in the trunk's names, classifier dropped) into ``trunk``.
+
+    Input channels the trunk has beyond the checkpoint's (IOG's two guidance maps) start at zero,
+    as in the published recipe, so the trunk starts as the ImageNet network on the image. A key
+    missing or left over raises ``ValueError(refusal: ...)``.
+    """
+    weight, target = state.get(first_conv), trunk.get_parameter(first_conv)
+    if weight is not None and weight.shape[1] < target.shape[1]:
+        widened = torch.zeros(target.shape, dtype=weight.dtype)
+        widened[:, : weight.shape[1]] = weight
+        state[first_conv] = widened
     missing, unexpected = trunk.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise ValueError(
-            f"ImageNet weights do not match trunk {trunk.name}: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}"
-        )
+        raise ValueError(f"{refusal}: missing {missing[:5]}, unexpected {unexpected[:5]}")

@@ -46,9 +46,7 @@ def _rgb_image(path: Path) -> np.ndarray:
     image = read_image(path)
     if image.ndim == 4:     # a few "jpg" files are GIFs: keep the first frame
         image = image[0]
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    return as_rgb8(image[..., :3])
+    return as_rgb8(image)   # grey and RGBA become RGB as the predictor maps them
 
 
 def _coco_files(root: Path) -> Iterator[tuple[Path, Path]]:
