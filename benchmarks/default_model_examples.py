@@ -19,7 +19,6 @@ import numpy as np
 
 from napari_iog import IOGPredictor
 from napari_iog import evaluation as E
-from napari_iog.models import load_model
 from napari_iog.training import cvppp_pairs, sstem_pairs
 from napari_iog.training.data import validation_instances
 from napari_iog.training.sources import dsb_pairs
@@ -70,10 +69,7 @@ def main(argv=None) -> int:
     import matplotlib.pyplot as plt
     from skimage.segmentation import find_boundaries
 
-    from napari_iog import zoo
-
-    models = {name: IOGPredictor(load_model(spec if Path(spec).is_file() else zoo.resolve(spec)), device="cpu",
-                                 precision="float32", warmup=False)
+    models = {name: IOGPredictor(spec, device="cpu", precision="float32", warmup=False)   # zoo name or file
               for name, spec in (("before", args.before), ("after", args.after))}
     chosen = examples(args.data_root)
     fig, axes = plt.subplots(len(chosen), 4, figsize=(12, 3 * len(chosen)), dpi=80)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from napari_iog.models import build_model, load_model  # noqa: E402
+from timing import median_seconds  # noqa: E402  (benchmarks/timing.py, beside this script)
+
+from napari_iog import zoo  # noqa: E402
+from napari_iog.evaluation import iou  # noqa: E402
+from napari_iog.models import build_model  # noqa: E402
 from napari_iog.predictor import IOGPredictor  # noqa: E402
 
 
@@ -51,21 +54,6 @@ def scene(seed: int, shape=(768, 1024)):
         image[inside] = rng.uniform(20, 235, 3)
         prompts.append({"corners": [(int(r - a), int(c - b)), (int(r + a), int(c + b))], "inside": [(int(r), int(c))]})
     return np.clip(image, 0, 255).astype(np.uint8), prompts
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = (a | b).sum()
-    return 1.0 if union == 0 else float((a & b).sum() / union)
-
-
-def median_ms(fn, n: int) -> float:
-    fn()
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 DEVICE = "cuda"
@@ -97,15 +85,9 @@ def check_agreement() -> dict:
 
 
 def networks():
-    yield "napari-iog-default", load_model(_default_path())
+    yield "napari-iog-default", zoo.DEFAULT_MODEL
     yield "iog-resnet101", build_model("iog-resnet101", seed=0)
     yield "iog-refine-resnet101", build_model("iog-refine-resnet101", seed=0)
-
-
-def _default_path():
-    from napari_iog import zoo
-
-    return zoo.resolve(zoo.DEFAULT_MODEL)
 
 
 def check_latency(clicks: int, batches: list[int]) -> dict:
@@ -120,11 +102,11 @@ def check_latency(clicks: int, batches: list[int]) -> dict:
                 predictor.clear_cache()     # a first click: nothing cached for the object
                 predictor.predict(image, **prompts[next(k) % len(prompts)])
 
-            row = {"precision": predictor.precision, "first_click_ms": median_ms(first, clicks)}
+            row = {"precision": predictor.precision, "first_click_ms": 1000 * median_seconds(first, clicks)}
             if predictor.is_refine:
                 p = prompts[0]
                 predictor.predict(image, **p)
-                row["correction_ms"] = median_ms(
+                row["correction_ms"] = 1000 * median_seconds(
                     lambda: predictor.predict(image, **p, positive=[p["inside"][0]]), clicks)
             for batch in batches:
                 many = (prompts * (batch // len(prompts) + 1))[:batch]
@@ -148,7 +130,7 @@ def ddp_worker(out_dir: str, device: str) -> int:
     rows, cols = np.mgrid[:256, :256]
     for i in range(6):
         labels[((rows - 40 - 30 * i) ** 2 + (cols - 128) ** 2) < 300] = i + 1
-    summary = train(TrainConfig(base=str(_default_path()), out=str(Path(out_dir) / "ddp.pt"), steps=5,
+    summary = train(TrainConfig(base=zoo.DEFAULT_MODEL, out=str(Path(out_dir) / "ddp.pt"), steps=5,
                                 batch_size=2, device=device, val_fraction=0.0, freeze_bn=True),
                     pairs_from_arrays(image, labels))
     if int(os.environ.get("RANK", "0")) == 0:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from napari_iog import IOGPredictor
 from napari_iog import evaluation as E
-from napari_iog.models import load_model
 from napari_iog.training import cvppp_pairs, sstem_pairs
 from napari_iog.training.data import validation_instances
 from napari_iog.training.sources import dsb_pairs
@@ -33,19 +32,13 @@ DOMAINS = {
 
 def methods(models: list[str]):
     for spec in models:
-        predictor = IOGPredictor(load_model(_resolve(spec)), device="cpu", precision="float32", warmup=False)
+        predictor = IOGPredictor(spec, device="cpu", precision="float32", warmup=False)   # a zoo name or a file
         yield spec, E.IOGMethod(predictor, name=spec)
     yield "box", E.BoxBaseline()
     try:
         yield "opencv-grabcut", E.GrabCutBaseline()
     except ImportError:
         print("skip OpenCV GrabCut: cv2 is not installed", file=sys.stderr)
-
-
-def _resolve(spec: str):
-    from napari_iog import zoo
-
-    return spec if Path(spec).is_file() else zoo.resolve(spec)
 
 
 def main(argv=None) -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -27,25 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from timing import median_seconds
 
+from napari_iog.evaluation import iou
 from napari_iog.models import build_model
 from napari_iog.models.precision import fuse_conv_bn
-
-
-def median_s(fn, n: int = 4) -> float:
-    fn()
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    union = (a | b).sum()
-    return 1.0 if union == 0 else float((a & b).sum() / union)
 
 
 def main(argv=None) -> int:
@@ -68,7 +53,7 @@ def main(argv=None) -> int:
     folded = model.to(memory_format=torch.channels_last)
     xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        torch_s = median_s(lambda: folded(xt))
+        torch_s = median_seconds(lambda: folded(xt))
         exact = folded(xt).numpy()
     rows = {"torch folded float32": {"seconds": torch_s}}
     options = ort.SessionOptions()
@@ -95,10 +80,10 @@ def main(argv=None) -> int:
         for name, path, extra in (("onnxruntime float32", fp32_path, {"export_s": export_s}),
                                   ("onnxruntime int8 (QDQ, static)", int8_path, {"quantize_s": quantize_s})):
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            seconds = median_s(lambda session=session: session.run(None, {"x": x}))
+            seconds = median_seconds(lambda session=session: session.run(None, {"x": x}))
             out = session.run(None, {"x": x})[0]
             rows[name] = {"seconds": seconds, "vs_torch_float32": seconds / torch_s,
-                          "mask_iou_vs_torch_float32_random_weights": mask_iou(out, exact), **extra}
+                          "mask_iou_vs_torch_float32_random_weights": iou(out > 0, exact > 0), **extra}
     result = {"arch": args.arch, "threads": args.threads, "machine": platform.processor() or platform.machine(),
               "torch": torch.__version__, "onnxruntime": ort.__version__, "date": time.strftime("%Y-%m-%d"),
               "rows": rows}
