@@ -52,11 +52,32 @@ class PSPModule(nn.Module):
         self.relu = nn.ReLU()
         self.final = nn.Conv2d(out_features, n_classes, 1) if n_classes else None
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+    def lead_sum(self, lead: torch.Tensor) -> torch.Tensor:
+        """The bottleneck convolution's sum over the input's leading channels ``lead`` (no
+        bias). The conv is linear, so ``forward(cat(lead, rest), lead_sum=...)`` adds this to
+        the sum over the other channels: the refinement network keeps it for an object's
+        corrections, whose clicks change only ``rest``."""
+        conv = self.bottleneck[0]
+        start = self._stage_channels
+        return F.conv2d(lead, conv.weight[:, start:start + lead.shape[1]])
+
+    @property
+    def _stage_channels(self) -> int:
+        return sum(stage[1].out_channels for stage in self.stages)
+
+    def forward(self, feats: torch.Tensor, lead_sum: torch.Tensor | None = None,
+                lead_channels: int = 0) -> torch.Tensor:
+        """``lead_sum``: :meth:`lead_sum` of ``feats[:, :lead_channels]``, kept from before."""
         size = tuple(feats.shape[-2:])
         priors = [upsample_to(stage(feats), size) for stage in self.stages]
-        priors.append(feats)
-        out = self.relu(self.bottleneck(torch.cat(priors, 1)))
+        if lead_sum is None:
+            out = self.bottleneck(torch.cat([*priors, feats], 1))
+        else:
+            conv, start = self.bottleneck[0], self._stage_channels
+            rest = torch.cat([*priors, feats[:, lead_channels:]], 1)
+            weight = torch.cat([conv.weight[:, :start], conv.weight[:, start + lead_channels:]], 1)
+            out = self.bottleneck[1:](F.conv2d(rest, weight, conv.bias) + lead_sum)
+        out = self.relu(out)
         return out if self.final is None else self.final(out)
 
 

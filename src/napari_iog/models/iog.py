@@ -64,10 +64,15 @@ class IOGNetwork(nn.Module):
         return self.backbone(x)
 
     def _heads(self, features: Features, deep: torch.Tensor, out_size: tuple[int, int],
-               return_coarse: bool, side: list[torch.Tensor] | None = None):
+               return_coarse: bool, side: RefineSide | None = None):
         head_size = (out_size[0] // 4, out_size[1] // 4)
-        fms, coarse = self.Coarse_net([self.psp4(deep), features[1], features[2], features[3]],
-                                      head_size, predict=return_coarse, side=side)
+        if side is None:
+            psp, coarse_side = self.psp4(deep), None
+        else:
+            psp = self.psp4(deep, side.psp_lead_sum, features[0].shape[1])
+            coarse_side = side.coarse
+        fms, coarse = self.Coarse_net([psp, features[1], features[2], features[3]],
+                                      head_size, predict=return_coarse, side=coarse_side)
         fine = upsample_to(self.Fine_net(fms, head_size), out_size)
         if not return_coarse:
             return fine
@@ -76,6 +81,14 @@ class IOGNetwork(nn.Module):
     def forward(self, x: torch.Tensor, return_coarse: bool = False):
         features = self.encode(x)
         return self._heads(features, features[0], tuple(x.shape[-2:]), return_coarse)
+
+
+@dataclass
+class RefineSide:
+    """What the refinement decoder computes from an object's features alone."""
+
+    coarse: list[torch.Tensor]      # CoarseNet's laterals of layer3, layer2, layer1
+    psp_lead_sum: torch.Tensor      # the PSP bottleneck's sum over layer4's channels (~half its work)
 
 
 class IOGRefineNetwork(IOGNetwork):
@@ -93,10 +106,11 @@ class IOGRefineNetwork(IOGNetwork):
         super().__init__(config)
         self.iog_points = click_encoder(out_channels=config.click_channels)
 
-    def side_maps(self, features: Features) -> list[torch.Tensor]:
-        """The decoder's click-independent maps (CoarseNet's laterals of layer3..layer1): an
-        object's corrections compute them once, with its features."""
-        return self.Coarse_net.side_maps([None, features[1], features[2], features[3]])
+    def side_maps(self, features: Features) -> RefineSide:
+        """The decoder's click-independent parts: an object's corrections compute them once,
+        with its features."""
+        return RefineSide(self.Coarse_net.side_maps([None, features[1], features[2], features[3]]),
+                          self.psp4.lead_sum(features[0]))
 
     def decode(self, features: Features, clicks: torch.Tensor, return_coarse: bool = False,
                side: list[torch.Tensor] | None = None):
