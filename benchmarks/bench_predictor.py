@@ -40,7 +40,7 @@ import opencv_protocol  # noqa: E402
 from conftest import calibrate, synthetic_scene  # noqa: E402
 
 from napari_iog import geometry as G  # noqa: E402
-from napari_iog.models import build_model, load_model  # noqa: E402
+from napari_iog.models import build_model, load_model, precision  # noqa: E402
 from napari_iog.predictor import IOGPredictor  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "grabcut"
@@ -97,7 +97,8 @@ def bench_arch(arch, objects, device, weights=None):
     # the network's raw masks, as the authors' protocol gives them (no clean-up)
     exact = IOGPredictor(model, device=device, precision="float32", postprocess=False)
     fast = IOGPredictor(load_model(weights) if weights else model_copy(model, arch), device=device)
-    row = {"arch": arch, "precision": fast.precision, "warmup_check": getattr(fast, "warmup_check", None)}
+    row = {"arch": arch, "precision": fast.precision, "backend": fast.backend,
+           "warmup_check": getattr(fast, "warmup_check", None)}
     ref_t, exact_t, fast_t, ious, ref_ious, cleanup_t = [], [], [], [], [], []
     cpu_model = model.to("cpu").float() if device.type == "cpu" else None
     for image, corners, inside in objects:
@@ -158,10 +159,15 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=8)
     parser.add_argument("--weights", default=None, help="a checkpoint to use instead of calibrated random weights")
     parser.add_argument("--out", default=None, help="the JSON to write (benchmarks/results/predictor-DEVICE.json)")
+    parser.add_argument("--no-bf16", action="store_true",
+                        help="choose precision as on a CPU without fast bf16 (AMX/AVX512-BF16); with "
+                             "ONEDNN_MAX_CPU_ISA=AVX2 torch's kernels are those of a CPU without AVX-512 too")
     parser.add_argument("--arch", nargs="*", default=["iog-resnet101", "iog-refine-resnet101", "iog-resnet50",
                                                       "iog-resnet34", "iog-resnet18"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.no_bf16:
+        precision.cpu_has_fast_bf16 = lambda: False
     device = torch.device(args.device)
     objects, source = load_objects(args.objects)
     rows = []
@@ -169,14 +175,14 @@ def main() -> None:
         row = bench_arch(arch, objects, device, args.weights)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    result = {"device": str(device), "threads": args.threads, "torch": torch.__version__,
+    result = {"device": str(device), "threads": args.threads, "no_bf16": args.no_bf16, "torch": torch.__version__,
               "machine": platform.machine(), "objects": source,
               "weights": args.weights or "random, BatchNorm calibrated on synthetic inputs", "rows": rows}
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"predictor-{device.type}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"\nobjects: {source}; device {device}, {args.threads} threads, torch {torch.__version__}\n")
-    print("| network | reference (authors' protocol, fp32) | ours fp32 | ours default | default precision | "
+    print("| network | reference (authors' protocol, fp32) | ours fp32 | ours default | default runs | "
           "default / reference | mask IoU default vs fp32 | correction click | correction / first | "
           "batched objects/s | "
           "mask clean-up |")
@@ -184,8 +190,9 @@ def main() -> None:
     fmt = lambda v, spec=".3f": "n/a" if v is None else format(v, spec)
     for r in rows:
         reference = f"{fmt(r['reference_s'])}{'' if r['reference_s'] is None else ' s'}"
+        runs = r["precision"] + ("" if r["backend"] == "torch" else ", " + r["backend"])
         print(f"| `{r['arch']}` | {reference} | {r['ours_float32_s']:.3f} s | {r['ours_default_s']:.3f} s | "
-              f"{r['precision']} | {fmt(r.get('default_over_reference'), '.2f')} | {r['iou_default_vs_float32']:.4f} "
+              f"{runs} | {fmt(r.get('default_over_reference'), '.2f')} | {r['iou_default_vs_float32']:.4f} "
               f"(min {r['min_iou_default_vs_float32']:.4f}) | {r['correction_s']:.3f} s | "
               f"{r['correction_over_first']:.2f} | {r['batched_objects_per_s']:.1f} | "
               f"{1000 * r['mask_cleanup_s']:.1f} ms |")

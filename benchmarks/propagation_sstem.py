@@ -122,7 +122,7 @@ def main(argv=None) -> int:
             row["copy_miou"] = float(np.mean(copy[d]))
             row["copy_committed_miou"] = float(np.mean(copy_committed[d]))
         by_distance[str(d)] = row
-    card = getattr(predictor.model, "card", {})
+    card = predictor.card
     out = {"model": str(args.model), "model_name": card.get("name"), "arch": predictor.arch,
            "device": str(predictor.device), "precision": predictor.precision, "start_slice": start,
            "reach": args.reach, "objects": len(chosen), "min_area": args.min_area, "seconds": seconds,

@@ -28,13 +28,16 @@ from torch import nn
 
 from . import geometry as G
 from . import zoo
-from .models import IOGRefineNetwork, load_model, resolve_device
+from .models import IOGRefineNetwork, load_model, onnx_runtime, resolve_device
 from .models.precision import PRECISIONS, FastPathCheck, autocast, choose_precision, fast_copy
 from .preprocess import ImageLayout, image_layout, intensity_range, to_rgb255
 from .prompt import ExtremePrompt, Prompt
 
 DEFAULT_THRESHOLD = 0.5
 DEXTR_THRESHOLD = 0.8
+BACKENDS = ("auto", "torch", "onnxruntime")
+#: the default for ``backend="auto"``; "torch" keeps every predictor on torch
+BACKEND_ENV = "NAPARI_IOG_BACKEND"
 
 
 class BlankImageWarning(UserWarning):
@@ -141,11 +144,16 @@ class IOGPredictor:
         postprocess: keep only the part of the mask inside the clicked box (widened by positive
             clicks outside it) and connected to an inside or positive click; False gives the
             raw output of the published protocol. ``predict(..., postprocess=...)`` overrides it.
+        backend: ``"auto"`` (or the ``NAPARI_IOG_BACKEND`` environment variable): on a CPU,
+            with ``precision="auto"``, the warm-up also runs the network exported to ONNX
+            Runtime (float32, ``pip install "napari-iog[fast]"``) and keeps whichever is faster
+            here, if its mask agrees; ``"torch"``; ``"onnxruntime"`` (float32 on the CPU only).
+            ``self.backend`` says which runs.
     """
 
     def __init__(self, model: Any = None, device: str | torch.device = "auto", precision: str = "auto",
                  threshold: float | None = None, warmup: bool = True, cache_size: int = 8,
-                 postprocess: bool = True):
+                 postprocess: bool = True, backend: str | None = None):
         if model is None:
             model = zoo.DEFAULT_MODEL
         if precision not in PRECISIONS:
@@ -154,7 +162,12 @@ class IOGPredictor:
         if isinstance(model, (str, os.PathLike)):
             model = zoo.resolve(model)      # a zoo name or a path
         self.model: nn.Module = load_model(model, device=self.device)
+        backend = backend or os.environ.get(BACKEND_ENV) or "auto"
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
         self.arch: str = self.model.arch
+        #: the model card of a network saved by napari-iog ({} for others)
+        self.card: dict = dict(getattr(self.model, "card", None) or {})
         self.is_dextr = self.arch.startswith("dextr")
         self.is_refine = isinstance(self.model, IOGRefineNetwork)
         default = DEXTR_THRESHOLD if self.is_dextr else DEFAULT_THRESHOLD
@@ -165,17 +178,22 @@ class IOGPredictor:
         self._features: OrderedDict[tuple, tuple] = OrderedDict()
         self._cache_size = cache_size
         self.precision = choose_precision(precision, self.device, getattr(self.model, "bf16_on_cpu", True))
+        self.backend = "torch"
         exact_model = self.model
         self._fast = precision != "float32"
         if self._fast:
             self.model = fast_copy(self.model)
+        if backend == "onnxruntime":
+            self._check_onnx_runtime_fits(precision)
+        x = self._warmup_input()
         if warmup:
-            self._warmup(exact_model if precision == "auto" else None)
+            self._warmup(x, exact_model if precision == "auto" else None)
+        if backend == "onnxruntime" or (backend == "auto" and warmup and precision == "auto"
+                                        and self._onnx_runtime_fits()):
+            self._try_onnx_runtime(x, exact_model, forced=backend == "onnxruntime", check=warmup)
 
-    def _warmup(self, exact_model: nn.Module | None) -> None:
-        """One forward pass on a synthetic object (a disc). With ``exact_model``, compare the
-        fast path with the exact float32 network on it and fall back to the exact network if
-        the mask changes (``models.precision.FastPathCheck``)."""
+    def _warmup_input(self) -> torch.Tensor:
+        """A synthetic object (a disc) in the 512 frame with its clicks."""
         size = G.FRAME
         yy, xx = np.mgrid[:size, :size]
         disc = ((yy - 256) ** 2 + (xx - 240) ** 2 < 150**2).astype(np.float32)
@@ -185,16 +203,61 @@ class IOGPredictor:
         else:
             maps = G.guidance_maps(np.array([[256, 240]]),
                                    np.array([[96, 80], [96, 400], [416, 80], [416, 400]]))
-        x = torch.from_numpy(np.concatenate([rgb, maps])[None].astype(np.float32))
+        return torch.from_numpy(np.concatenate([rgb, maps])[None].astype(np.float32))
+
+    def _warmup(self, x: torch.Tensor, exact_model: nn.Module | None) -> None:
+        """One forward pass on the warm-up object. With ``exact_model``, compare the fast path
+        with the exact float32 network on it and fall back to the exact network if the mask
+        changes (``models.precision.FastPathCheck``)."""
         fast = torch.sigmoid(self._forward(x))
         if exact_model is None:
             return
-        with torch.inference_mode():
-            exact = torch.sigmoid(exact_model(x.to(self.device)).float())
-        check = FastPathCheck.compare(self.precision, fast, exact)
+        check = FastPathCheck.compare(self.precision, fast, self._exact_probability(x, exact_model))
         self.warmup_check = check.to_dict()
         if not check.kept:
             self.model, self.precision, self._fast = exact_model, "float32", False
+
+    @torch.inference_mode()
+    def _exact_probability(self, x: torch.Tensor, exact_model: nn.Module) -> torch.Tensor:
+        return torch.sigmoid(exact_model(x.to(self.device)).float()).cpu()
+
+    # --- the ONNX Runtime backend ----------------------------------------------------------------
+
+    def _onnx_runtime_fits(self) -> bool:
+        """One network call per click, on the CPU (refinement models split theirs in two)."""
+        return self.device.type == "cpu" and not self.is_refine
+
+    def _check_onnx_runtime_fits(self, precision: str) -> None:
+        if not self._onnx_runtime_fits():
+            what = "a refinement model" if self.is_refine else f"the {self.device.type} device"
+            raise ValueError(f"the onnxruntime backend runs single-pass models on the CPU, not {what}")
+        if precision not in ("auto", "float32"):
+            raise ValueError(f"the onnxruntime backend runs float32, not precision={precision!r}")
+
+    def _try_onnx_runtime(self, x: torch.Tensor, exact_model: nn.Module, forced: bool, check: bool) -> None:
+        """Export (or load the cached export) and, unless ``forced``, keep it only if its mask
+        agrees with the exact network's on the warm-up object and it is faster than the torch
+        path here. Why it was or was not chosen goes to ``warmup_check["onnxruntime"]``."""
+        report: dict[str, Any] = {}
+        try:
+            network = onnx_runtime.onnx_runtime_network(fast_copy(exact_model), x, zoo.cache_dir())
+        except onnx_runtime.BackendUnavailable as err:
+            if forced:
+                raise
+            report["kept"], report["reason"] = False, str(err)
+        else:
+            if check:
+                torch_s, ort_s = (_seconds_of_second_call(lambda: self._forward(x)),
+                                  _seconds_of_second_call(lambda: network(x)))
+                agreement = FastPathCheck.compare("float32", torch.sigmoid(network(x)),
+                                                  self._exact_probability(x, exact_model))
+                report = {"torch_s": torch_s, "onnxruntime_s": ort_s, "iou": agreement.iou,
+                          "mean_abs_dp": agreement.mean_abs_dp,
+                          "kept": forced or (agreement.kept and ort_s < torch_s)}
+            if forced or report["kept"]:
+                self.model, self.precision, self._fast, self.backend = network, "float32", False, "onnxruntime"
+        if check or report:
+            self.warmup_check = {**getattr(self, "warmup_check", {}), "onnxruntime": report}
 
     # --- network calls -----------------------------------------------------------------------
 
@@ -283,8 +346,8 @@ class IOGPredictor:
             if use_cache and self.is_refine and len(chunk) == 1:
                 logits.append(self._refine_with_cache(chunk[0]))
                 continue
-            x = torch.stack([item.x for item in chunk])
-            clicks = torch.stack([item.clicks for item in chunk]) if self.is_refine else None
+            x = _batch([item.x for item in chunk])
+            clicks = _batch([item.clicks for item in chunk]) if self.is_refine else None
             logits.extend(self._forward(x, clicks))
         t_forward = time.perf_counter()
         results = [Prediction(self._to_crop(logit, item.prompt.crop), item.prompt.crop, item.prompt.box,
@@ -371,3 +434,16 @@ class IOGPredictor:
         prob = torch.sigmoid(logit.float())[None]
         prob = G.resize_bicubic(prob, (crop.height, crop.width))[0, 0]
         return prob.clamp_(0, 1).cpu().numpy()
+
+
+def _seconds_of_second_call(call) -> float:
+    """The time of a call after one that warmed it up (allocations, kernel choice)."""
+    call()
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def _batch(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Stacked; one tensor is only viewed as a batch (a 5 MB copy saved per click)."""
+    return tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)

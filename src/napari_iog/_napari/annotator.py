@@ -287,7 +287,8 @@ class Annotator:
     @property
     def status(self) -> str:
         p = self.predictor
-        text = f"{getattr(p.model, 'card', {}).get('name', p.arch)} on {p.device} ({p.precision})"
+        runs = p.precision if p.backend == "torch" else f"{p.precision}, {p.backend}"
+        text = f"{p.card.get('name', p.arch)} on {p.device} ({runs})"
         if self.last_latency is not None:
             text += f" · last click {1000 * self.last_latency:.0f} ms"
         return text

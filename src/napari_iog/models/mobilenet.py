@@ -165,7 +165,7 @@ class IOGMobileNetwork(nn.Module):
     def forward(self, x: torch.Tensor, return_coarse: bool = False):
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(f"x must be [B, {self.config.in_channels}, H, W], got {list(x.shape)}")
-        out_size = tuple(x.shape[-2:])
+        out_size = (int(x.shape[-2]), int(x.shape[-1]))   # ints, so an exported graph holds them
         inner = self.inner_size(out_size)
         x = (x - self.input_shift) / self.input_scale
         if inner != out_size:

@@ -1,0 +1,131 @@
+"""The ONNX Runtime backend: the folded float32 network, exported once to ONNX and run by ONNX
+Runtime's CPU kernels.
+
+On CPUs without fast bf16 this is the fast float32 path (``benchmarks/probe_fast_cpu.py`` and
+``docs/benchmarks.md`` have the figures): ONNX Runtime's MLAS kernels beat torch's oneDNN ones
+on depthwise convolutions (the default MobileNetV2 network) and a little on ResNet-101. The
+masks are the float32 network's (an export, not an approximation); the predictor still checks
+them at warm-up and keeps whichever backend is faster on this machine. int8 static
+quantisation was measured and rejected for the default: it changes masks too much (docs).
+
+The export (torch's dynamo exporter, ~10 s) is cached in the zoo's cache folder, keyed by the
+network's weights and the torch and ONNX Runtime versions, so a second start only loads it.
+Needs the ``fast`` extra (``pip install "napari-iog[fast]"``: onnxruntime, onnx, onnxscript);
+without it the predictor runs torch and says so in ``backend``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..io.atomic import atomic_write
+
+#: what the backend needs installed (import names)
+REQUIRED = ("onnxruntime", "onnx", "onnxscript")
+#: the subfolder of the zoo's cache folder the exported networks go to
+CACHE_SUBDIR = "onnx"
+#: the largest batch the exported graph is traced for (the predictor's CPU batches are 2)
+MAX_BATCH = 64
+
+log = logging.getLogger(__name__)
+
+
+class BackendUnavailable(RuntimeError):
+    """ONNX Runtime (or the exporter it needs) is not installed, or cannot run this network."""
+
+
+def missing_packages() -> list[str]:
+    return [name for name in REQUIRED if importlib.util.find_spec(name) is None]
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A digest of the network's architecture and every tensor of its state (not the file it
+    came from: a network fine-tuned in memory gets its own export)."""
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(str(getattr(model, "arch", type(model).__name__)).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def export_path(model: nn.Module, cache: Path) -> Path:
+    import onnxruntime
+
+    arch = str(getattr(model, "arch", "network"))
+    versions = f"torch{torch.__version__.split('+')[0]}-ort{onnxruntime.__version__}"
+    return cache / CACHE_SUBDIR / f"{arch}-{weights_digest(model)}-{versions}.onnx"
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
+    """The network (on the CPU, float32, eval mode) as an ONNX model with a free batch size."""
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    example = example.float().cpu().contiguous()
+    if example.shape[0] < 2:     # a batch of one would be specialised to 1 by the tracer
+        example = example.expand(2, *example.shape[1:]).contiguous()
+    torch_onnx_log = logging.getLogger("torch.onnx")
+    level = torch_onnx_log.level
+    torch_onnx_log.setLevel(logging.ERROR)     # its notes on missing torchvision ops are not ours
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(model.eval(), (example,), input_names=["x"], output_names=["logits"],
+                                        dynamo=True, dynamic_shapes={"x": {0: batch}}, external_data=False,
+                                        verbose=False)
+        finally:
+            torch_onnx_log.setLevel(level)
+    return program.model_proto.SerializeToString()
+
+
+class OnnxRuntimeNetwork:
+    """A network run by ONNX Runtime, called like the torch one: ``net(x) -> logits``."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int | None = None):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = int(threads or torch.get_num_threads())
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3          # errors only: its warnings are not the user's
+        self.path = Path(path)
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(x.detach().cpu().float().numpy())
+        return torch.from_numpy(self.session.run(None, {"x": array})[0])
+
+
+def onnx_runtime_network(model: nn.Module, example: torch.Tensor, cache: Path,
+                         threads: int | None = None) -> OnnxRuntimeNetwork:
+    """The network as an ONNX Runtime session: the cached export when there is one that loads,
+    else a new export, written atomically (a killed start leaves no half file to load)."""
+    missing = missing_packages()
+    if missing:
+        raise BackendUnavailable(f"the ONNX Runtime backend needs {', '.join(missing)} "
+                                 "(pip install \"napari-iog[fast]\")")
+    path = export_path(model, Path(cache))
+    if path.exists():
+        try:
+            return OnnxRuntimeNetwork(path, threads)
+        except Exception as err:   # a damaged or foreign file: export again over it
+            log.warning("the cached ONNX network %s does not load (%s); exporting it again", path, err)
+    try:
+        proto = export_onnx(model, example)
+    except Exception as err:
+        raise BackendUnavailable(f"{getattr(model, 'arch', 'the network')} could not be exported to ONNX: "
+                                 f"{type(err).__name__}: {err}") from err
+    atomic_write(path, lambda f: f.write(proto))
+    return OnnxRuntimeNetwork(path, threads)

@@ -1,0 +1,154 @@
+"""The ONNX Runtime backend: the same masks as the exact network, a cached export, and the
+choice (faster here and agreeing, else torch) made at warm-up."""
+
+import logging
+import shutil
+import time
+
+import numpy as np
+import pytest
+from conftest import calibrate, synthetic_scene
+
+from napari_iog import zoo
+from napari_iog.models import build_model, onnx_runtime
+from napari_iog.predictor import IOGPredictor
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+CORNERS, INSIDE = ((55, 65), (185, 235)), (120, 150)
+
+
+@pytest.fixture(scope="module")
+def network():
+    return calibrate(build_model("iog-resnet18", seed=3))
+
+
+@pytest.fixture(scope="module")
+def exported_cache(network, tmp_path_factory):
+    """A cache folder holding the network's export (made once: an export takes seconds)."""
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(zoo.CACHE_ENV, str(cache))
+        IOGPredictor(network, device="cpu", backend="onnxruntime", warmup=False)
+    return cache
+
+
+@pytest.fixture
+def cache(exported_cache, tmp_path, monkeypatch):
+    """A private copy of the cache with the export in it."""
+    copy = shutil.copytree(exported_cache, tmp_path / "cache")
+    monkeypatch.setenv(zoo.CACHE_ENV, str(copy))
+    return copy
+
+
+def exports(cache):
+    return sorted((cache / onnx_runtime.CACHE_SUBDIR).glob("*.onnx"))
+
+
+def test_onnx_runtime_gives_the_exact_networks_masks(network, cache):
+    image, _ = synthetic_scene()
+    exact = IOGPredictor(network, device="cpu", precision="float32", postprocess=False)
+    ort = IOGPredictor(network, device="cpu", backend="onnxruntime", postprocess=False)
+    assert ort.backend == "onnxruntime" and exact.backend == "torch" and ort.precision == "float32"
+    a = ort.predict(image, corners=CORNERS, inside=INSIDE)
+    b = exact.predict(image, corners=CORNERS, inside=INSIDE)
+    assert 0 < a.mask.sum() < a.mask.size and np.abs(a.probability - b.probability).max() < 1e-3
+    assert (a.mask ^ b.mask).sum() <= 0.001 * b.mask.sum()
+    # a free batch size: three objects in one call are the three single predictions
+    prompts = [dict(corners=CORNERS, inside=INSIDE), dict(corners=((10, 10), (100, 120)), inside=(50, 60)),
+               dict(corners=((150, 200), (230, 310)), inside=(190, 250), negative=[(160, 300)])]
+    for batched, prompt in zip(ort.predict_batch(image, prompts, batch_size=3), prompts):
+        single = ort.predict(image, **prompt)
+        np.testing.assert_allclose(batched.probability, single.probability, atol=1e-4)
+
+
+def test_a_second_start_loads_the_cached_export(network, cache, monkeypatch):
+    before = exports(cache)
+    monkeypatch.setattr(onnx_runtime, "export_onnx", lambda *a: pytest.fail("exported again"))
+    start = time.perf_counter()
+    p = IOGPredictor(network, device="cpu", backend="onnxruntime", warmup=False)
+    assert p.backend == "onnxruntime" and exports(cache) == before and len(before) == 1
+    assert time.perf_counter() - start < 10
+
+
+def test_a_changed_network_gets_its_own_export(network, cache):
+    other = calibrate(build_model("iog-resnet18", seed=4))
+    IOGPredictor(other, device="cpu", backend="onnxruntime", warmup=False)
+    assert len(exports(cache)) == 2
+
+
+def test_a_damaged_cached_export_is_made_again(network, cache, caplog):
+    (path,) = exports(cache)
+    path.write_bytes(b"not an onnx file")
+    image, _ = synthetic_scene()
+    with caplog.at_level(logging.WARNING):
+        p = IOGPredictor(network, device="cpu", backend="onnxruntime", warmup=False)
+    assert "does not load" in caplog.text and path.stat().st_size > 1000
+    assert p.predict(image, corners=CORNERS, inside=INSIDE).probability.std() > 0.01
+
+
+def slow(call, seconds=0.3):
+    def wrapped(*args, **kwargs):
+        time.sleep(seconds)
+        return call(*args, **kwargs)
+    return wrapped
+
+
+def test_auto_keeps_onnx_runtime_only_where_it_is_faster(network, cache, monkeypatch):
+    with monkeypatch.context() as patch:
+        patch.setattr(IOGPredictor, "_forward", slow(IOGPredictor._forward))
+        faster = IOGPredictor(network, device="cpu", backend="auto")
+    report = faster.warmup_check["onnxruntime"]
+    assert faster.backend == "onnxruntime" and report["kept"] and report["torch_s"] > report["onnxruntime_s"]
+    assert report["iou"] > 0.99
+    monkeypatch.setattr(onnx_runtime.OnnxRuntimeNetwork, "__call__", slow(onnx_runtime.OnnxRuntimeNetwork.__call__))
+    slower = IOGPredictor(network, device="cpu", backend="auto")
+    report = slower.warmup_check["onnxruntime"]
+    assert slower.backend == "torch" and not report["kept"] and report["onnxruntime_s"] > report["torch_s"]
+
+
+def test_auto_drops_an_export_whose_masks_differ(network, cache, monkeypatch):
+    call = onnx_runtime.OnnxRuntimeNetwork.__call__
+    monkeypatch.setattr(onnx_runtime.OnnxRuntimeNetwork, "__call__", lambda self, x: -call(self, x))
+    monkeypatch.setattr(IOGPredictor, "_forward", slow(IOGPredictor._forward))
+    p = IOGPredictor(network, device="cpu", backend="auto")
+    assert p.backend == "torch" and p.warmup_check["onnxruntime"]["iou"] < 0.5
+    image, _ = synthetic_scene()
+    exact = IOGPredictor(network, device="cpu", precision="float32")
+    np.testing.assert_array_equal(p.predict(image, corners=CORNERS, inside=INSIDE).mask,
+                                  exact.predict(image, corners=CORNERS, inside=INSIDE).mask)
+
+
+def test_a_network_that_cannot_be_exported_stays_on_torch(network, tmp_path, monkeypatch):
+    monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path))
+
+    def fails(*args):
+        raise RuntimeError("unsupported operator")
+    monkeypatch.setattr(onnx_runtime, "export_onnx", fails)
+    p = IOGPredictor(network, device="cpu", backend="auto")
+    assert p.backend == "torch" and "could not be exported" in p.warmup_check["onnxruntime"]["reason"]
+    with pytest.raises(onnx_runtime.BackendUnavailable, match="unsupported operator"):
+        IOGPredictor(network, device="cpu", backend="onnxruntime")
+    assert not list(tmp_path.rglob("*.onnx")) and not list(tmp_path.rglob("*.part"))
+
+
+def test_without_onnx_runtime_installed(network, tmp_path, monkeypatch):
+    monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(onnx_runtime, "missing_packages", lambda: ["onnxruntime"])
+    p = IOGPredictor(network, device="cpu", backend="auto")
+    assert p.backend == "torch" and "napari-iog[fast]" in p.warmup_check["onnxruntime"]["reason"]
+    with pytest.raises(onnx_runtime.BackendUnavailable, match=r"pip install \"napari-iog\[fast\]\""):
+        IOGPredictor(network, device="cpu", backend="onnxruntime")
+
+
+def test_the_backend_is_asked_for_by_name(network, monkeypatch):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        IOGPredictor(network, device="cpu", backend="tensorrt", warmup=False)
+    with pytest.raises(ValueError, match="refinement model"):
+        IOGPredictor(build_model("iog-refine-resnet18"), device="cpu", backend="onnxruntime", warmup=False)
+    with pytest.raises(ValueError, match="runs float32"):
+        IOGPredictor(network, device="cpu", precision="bfloat16", backend="onnxruntime", warmup=False)
+    monkeypatch.setenv("NAPARI_IOG_BACKEND", "nope")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        IOGPredictor(network, device="cpu", warmup=False)
