@@ -13,9 +13,12 @@ from napari_iog.models import build_model
 from napari_iog.predictor import IOGPredictor, Prediction
 from napari_iog.prompt import Prompt
 
-# Predictors stay on torch unless a test asks for ONNX Runtime: its first start exports each new
-# network (seconds), which every test with a fresh network would pay (tests/test_onnx_runtime.py).
-os.environ.setdefault("NAPARI_IOG_BACKEND", "torch")
+
+def pytest_configure(config):
+    # Predictors stay on torch unless a test asks for ONNX Runtime: its first start exports each
+    # new network (seconds), which every test with a fresh network would pay. (A hook, not an
+    # import-time line: the benchmark scripts import this file's helpers.)
+    os.environ.setdefault("NAPARI_IOG_BACKEND", "torch")
 
 
 def synthetic_scene(height=240, width=320, seed=0, center=(120, 150), radii=(60, 80)):

@@ -1,5 +1,7 @@
 """IOGPredictor: the published protocol, the images users have, corrections, bad input."""
 
+import copy
+
 import numpy as np
 import opencv_protocol as ref
 import pytest
@@ -360,6 +362,21 @@ def test_folded_batchnorm_computes_the_same_function(calibrated_refine18):
     x = torch.rand(1, 5, 128, 128) * 255
     with torch.no_grad():
         a, b = calibrated_refine18(x), fused(x)
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_finenet_projecting_before_upsampling_computes_the_same_function(calibrated_refine18, fold):
+    from napari_iog.models.precision import fast_copy, fuse_conv_bn
+
+    model = fast_copy(calibrated_refine18) if fold else copy.deepcopy(calibrated_refine18)
+    assert model.Fine_net.project_before_upsampling == fold
+    model.Fine_net.project_before_upsampling = True
+    reference = fuse_conv_bn(calibrated_refine18) if fold else calibrated_refine18
+    assert not reference.Fine_net.project_before_upsampling
+    x = torch.rand(2, 5, 128, 128) * 255
+    with torch.no_grad():
+        a, b = reference(x), model(x.contiguous(memory_format=torch.channels_last) if fold else x)
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
 
 

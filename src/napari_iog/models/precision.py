@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .heads import FineNet
+
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 #: the fast path is kept only if, on the warm-up object, its mask agrees with the exact one
 MIN_MASK_IOU = 0.98
@@ -82,8 +84,13 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
 
 
 def fast_copy(model: nn.Module) -> nn.Module:
-    """The folded, channels_last copy the fast path runs (the caller's module is left as it is)."""
-    return fuse_conv_bn(model).to(memory_format=torch.channels_last)
+    """The folded, channels_last copy the fast path runs (the caller's module is left as it is),
+    with FineNet's 1x1 projections moved before its upsampling (``heads.FineNet``)."""
+    fast = fuse_conv_bn(model)
+    for module in fast.modules():
+        if isinstance(module, FineNet):
+            module.project_before_upsampling = True
+    return fast.to(memory_format=torch.channels_last)
 
 
 @dataclass
