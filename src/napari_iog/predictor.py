@@ -186,11 +186,9 @@ class IOGPredictor:
         if backend == "onnxruntime":
             self._check_onnx_runtime_fits(precision)
         x = self._warmup_input()
-        if warmup:
-            self._warmup(x, exact_model if precision == "auto" else None)
-        if backend == "onnxruntime" or (backend == "auto" and warmup and precision == "auto"
-                                        and self._onnx_runtime_fits()):
-            self._try_onnx_runtime(x, exact_model, forced=backend == "onnxruntime", check=warmup)
+        exact = self._warmup(x, exact_model if precision == "auto" else None) if warmup else None
+        if backend == "onnxruntime" or (backend == "auto" and exact is not None and self._onnx_runtime_fits()):
+            self._try_onnx_runtime(x, exact_model, exact, forced=backend == "onnxruntime")
 
     def _warmup_input(self) -> torch.Tensor:
         """A synthetic object (a disc) in the 512 frame with its clicks."""
@@ -205,21 +203,20 @@ class IOGPredictor:
                                    np.array([[96, 80], [96, 400], [416, 80], [416, 400]]))
         return torch.from_numpy(np.concatenate([rgb, maps])[None].astype(np.float32))
 
-    def _warmup(self, x: torch.Tensor, exact_model: nn.Module | None) -> None:
+    def _warmup(self, x: torch.Tensor, exact_model: nn.Module | None) -> torch.Tensor | None:
         """One forward pass on the warm-up object. With ``exact_model``, compare the fast path
         with the exact float32 network on it and fall back to the exact network if the mask
-        changes (``models.precision.FastPathCheck``)."""
+        changes (``models.precision.FastPathCheck``); returns the exact network's probability."""
         fast = torch.sigmoid(self._forward(x))
         if exact_model is None:
-            return
-        check = FastPathCheck.compare(self.precision, fast, self._exact_probability(x, exact_model))
+            return None
+        with torch.inference_mode():
+            exact = torch.sigmoid(exact_model(x.to(self.device)).float()).cpu()
+        check = FastPathCheck.compare(self.precision, fast.cpu(), exact)
         self.warmup_check = check.to_dict()
         if not check.kept:
             self.model, self.precision, self._fast = exact_model, "float32", False
-
-    @torch.inference_mode()
-    def _exact_probability(self, x: torch.Tensor, exact_model: nn.Module) -> torch.Tensor:
-        return torch.sigmoid(exact_model(x.to(self.device)).float()).cpu()
+        return exact
 
     # --- the ONNX Runtime backend ----------------------------------------------------------------
 
@@ -234,10 +231,12 @@ class IOGPredictor:
         if precision not in ("auto", "float32"):
             raise ValueError(f"the onnxruntime backend runs float32, not precision={precision!r}")
 
-    def _try_onnx_runtime(self, x: torch.Tensor, exact_model: nn.Module, forced: bool, check: bool) -> None:
+    def _try_onnx_runtime(self, x: torch.Tensor, exact_model: nn.Module, exact: torch.Tensor | None,
+                          forced: bool) -> None:
         """Export (or load the cached export) and, unless ``forced``, keep it only if its mask
-        agrees with the exact network's on the warm-up object and it is faster than the torch
-        path here. Why it was or was not chosen goes to ``warmup_check["onnxruntime"]``."""
+        agrees with ``exact`` (the exact network's probability on the warm-up object) and it is
+        faster than the torch path here (both timed after a warm call; the torch path had its
+        in the warm-up). Why it was or was not chosen goes to ``warmup_check["onnxruntime"]``."""
         report: dict[str, Any] = {}
         try:
             network = onnx_runtime.onnx_runtime_network(fast_copy(exact_model), x, zoo.cache_dir())
@@ -246,17 +245,17 @@ class IOGPredictor:
                 raise
             report["kept"], report["reason"] = False, str(err)
         else:
-            if check:
-                torch_s, ort_s = (_seconds_of_second_call(lambda: self._forward(x)),
-                                  _seconds_of_second_call(lambda: network(x)))
-                agreement = FastPathCheck.compare("float32", torch.sigmoid(network(x)),
-                                                  self._exact_probability(x, exact_model))
+            if exact is not None:
+                torch_s, _ = _timed(lambda: self._forward(x))
+                network(x)
+                ort_s, ort_logits = _timed(lambda: network(x))
+                agreement = FastPathCheck.compare("float32", torch.sigmoid(ort_logits), exact)
                 report = {"torch_s": torch_s, "onnxruntime_s": ort_s, "iou": agreement.iou,
                           "mean_abs_dp": agreement.mean_abs_dp,
                           "kept": forced or (agreement.kept and ort_s < torch_s)}
             if forced or report["kept"]:
                 self.model, self.precision, self._fast, self.backend = network, "float32", False, "onnxruntime"
-        if check or report:
+        if report:
             self.warmup_check = {**getattr(self, "warmup_check", {}), "onnxruntime": report}
 
     # --- network calls -----------------------------------------------------------------------
@@ -338,8 +337,8 @@ class IOGPredictor:
                               f"cols {box.c0}..{box.c1}: there is nothing to segment, the mask only "
                               "follows the clicks", BlankImageWarning, stacklevel=3)
         t_prepared = time.perf_counter()
-        if batch_size is None:
-            batch_size = 16 if self.device.type == "cuda" else 2
+        if batch_size is None:   # ONNX Runtime on a CPU: batches of 2 were slower than single objects
+            batch_size = 16 if self.device.type == "cuda" else 1 if self.backend == "onnxruntime" else 2
         logits: list[torch.Tensor] = []
         for i in range(0, len(inputs), batch_size):
             chunk = inputs[i:i + batch_size]
@@ -436,12 +435,10 @@ class IOGPredictor:
         return prob.clamp_(0, 1).cpu().numpy()
 
 
-def _seconds_of_second_call(call) -> float:
-    """The time of a call after one that warmed it up (allocations, kernel choice)."""
-    call()
+def _timed(call) -> tuple[float, Any]:
     start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
+    result = call()
+    return time.perf_counter() - start, result
 
 
 def _batch(tensors: list[torch.Tensor]) -> torch.Tensor:
