@@ -287,8 +287,8 @@ class Annotator:
     @property
     def status(self) -> str:
         p = self.predictor
-        runs = p.precision if p.backend == "torch" else f"{p.precision}, {p.backend}"
-        text = f"{p.card.get('name', p.arch)} on {p.device} ({runs})"
+        runs = p.precision if p.backend == "torch" else f"{p.precision} ORT"    # ONNX Runtime; short: a dock line
+        text = f"{p.card.get('name', p.arch)}: {p.device}, {runs}"
         if self.last_latency is not None:
             text += f" · last click {1000 * self.last_latency:.0f} ms"
         return text

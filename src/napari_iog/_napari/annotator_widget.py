@@ -90,6 +90,8 @@ class AnnotatorWidget(Container):
         self.boxes_button.tooltip = ("segment one object per shape of the chosen shapes layer (its box, the "
                                      "centre as the inside click) and commit them all; one Undo takes them back")
         self.status = Label(value="no model loaded")
+        self.status.tooltip = ("the model, the device and what runs it: float32 or bfloat16 in torch, or 'ORT': "
+                               "the same float32 network in ONNX Runtime, chosen at the start where it is faster")
         #: the last problem, in full (a notification toast may cut it short)
         self.message = Label(value="")
         self.message.native.setStyleSheet("color: #ff9080;")
