@@ -287,8 +287,9 @@ class Annotator:
     @property
     def status(self) -> str:
         p = self.predictor
-        runs = p.precision if p.backend == "torch" else f"{p.precision} ORT"    # ONNX Runtime; short: a dock line
-        text = f"{p.card.get('name', p.arch)}: {p.device}, {runs}"
+        backend = getattr(p, "backend", "torch")       # stand-in predictors may not say
+        runs = p.precision if backend == "torch" else f"{p.precision} ORT"    # ONNX Runtime; short: a dock line
+        text = f"{(getattr(p, 'card', None) or {}).get('name', p.arch)}: {p.device}, {runs}"
         if self.last_latency is not None:
             text += f" · last click {1000 * self.last_latency:.0f} ms"
         return text
