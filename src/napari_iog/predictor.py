@@ -185,23 +185,10 @@ class IOGPredictor:
             self.model = fast_copy(self.model)
         if backend == "onnxruntime":
             self._check_onnx_runtime_fits(precision)
-        x = self._warmup_input()
+        x = warmup_input(self.is_dextr)
         exact = self._warmup(x, exact_model if precision == "auto" else None) if warmup else None
         if backend == "onnxruntime" or (backend == "auto" and exact is not None and self._onnx_runtime_fits()):
             self._try_onnx_runtime(x, exact_model, exact, forced=backend == "onnxruntime")
-
-    def _warmup_input(self) -> torch.Tensor:
-        """A synthetic object (a disc) in the 512 frame with its clicks."""
-        size = G.FRAME
-        yy, xx = np.mgrid[:size, :size]
-        disc = ((yy - 256) ** 2 + (xx - 240) ** 2 < 150**2).astype(np.float32)
-        rgb = np.stack([60 + 150 * disc, 80 + 100 * disc, 200 - 120 * disc])
-        if self.is_dextr:
-            maps = 255 * G.gaussian_map(np.array([[106, 240], [406, 240], [256, 90], [256, 390]]))[None]
-        else:
-            maps = G.guidance_maps(np.array([[256, 240]]),
-                                   np.array([[96, 80], [96, 400], [416, 80], [416, 400]]))
-        return torch.from_numpy(np.concatenate([rgb, maps])[None].astype(np.float32))
 
     def _warmup(self, x: torch.Tensor, exact_model: nn.Module | None) -> torch.Tensor | None:
         """One forward pass on the warm-up object. With ``exact_model``, compare the fast path
@@ -433,6 +420,20 @@ class IOGPredictor:
         prob = torch.sigmoid(logit.float())[None]
         prob = G.resize_bicubic(prob, (crop.height, crop.width))[0, 0]
         return prob.clamp_(0, 1).cpu().numpy()
+
+
+def warmup_input(extreme_points: bool = False) -> torch.Tensor:
+    """The warm-up object: a synthetic disc in the 512 frame with its clicks (IOG's box and
+    inside click, or DEXTR's four extreme points), as the network's [1, C, 512, 512] input."""
+    size = G.FRAME
+    yy, xx = np.mgrid[:size, :size]
+    disc = ((yy - 256) ** 2 + (xx - 240) ** 2 < 150**2).astype(np.float32)
+    rgb = np.stack([60 + 150 * disc, 80 + 100 * disc, 200 - 120 * disc])
+    if extreme_points:
+        maps = 255 * G.gaussian_map(np.array([[106, 240], [406, 240], [256, 90], [256, 390]]))[None]
+    else:
+        maps = G.guidance_maps(np.array([[256, 240]]), np.array([[96, 80], [96, 400], [416, 80], [416, 400]]))
+    return torch.from_numpy(np.concatenate([rgb, maps])[None].astype(np.float32))
 
 
 def _timed(call) -> tuple[float, Any]:

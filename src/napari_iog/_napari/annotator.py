@@ -286,10 +286,7 @@ class Annotator:
 
     @property
     def status(self) -> str:
-        p = self.predictor
-        backend = getattr(p, "backend", "torch")       # stand-in predictors may not say
-        runs = p.precision if backend == "torch" else f"{p.precision} ORT"    # ONNX Runtime; short: a dock line
-        text = f"{(getattr(p, 'card', None) or {}).get('name', p.arch)}: {p.device}, {runs}"
+        text = what_runs(self.predictor)
         if self.last_latency is not None:
             text += f" · last click {1000 * self.last_latency:.0f} ms"
         return text
@@ -328,3 +325,10 @@ class Annotator:
             return
         with self.bridge.quiet():
             self.layers.draw(self.session, self.negative, self.bridge.guide)
+
+
+def what_runs(p) -> str:
+    """'napari-iog default: cpu, float32 ORT': short, for a line of the dock (ORT: ONNX Runtime)."""
+    backend = getattr(p, "backend", "torch")       # stand-in predictors may not say
+    runs = p.precision if backend == "torch" else f"{p.precision} ORT"
+    return f"{(getattr(p, 'card', None) or {}).get('name', p.arch)}: {p.device}, {runs}"
