@@ -138,6 +138,13 @@ def test_cli_evaluate_writes_tables_and_a_plot(tmp_path, capsys):
     assert (out / "data_box.csv").read_text().count("\n") == 3
     if pytest.importorskip("matplotlib"):
         assert (out / "data_miou.png").stat().st_size > 0
+    # a network: the line before the table says what ran it
+    from napari_iog import build_model, save_model
+
+    model = save_model(build_model("iog-resnet18", seed=0), tmp_path / "net.pt")
+    assert cli(["evaluate", "--dataset", str(data), "--model", str(model), "--out", str(out), "--max-clicks", "3",
+                "--precision", "float32", "--backend", "torch", "--no-plot", "--device", "cpu"]) == 0
+    assert "net: float32 on cpu (torch)" in capsys.readouterr().err
     assert cli(["evaluate", "--dataset", str(tmp_path / "nope"), "--model", "box"]) == 1
 
 

@@ -88,7 +88,7 @@ def _weights_verify(args) -> int:
     return 0
 
 
-def _method(spec: str, device: str, postprocess: bool = False, precision: str = "auto"):
+def _method(spec: str, device: str, postprocess: bool = False, precision: str = "auto", backend: str = "auto"):
     from . import evaluation as E
 
     if spec == "box":
@@ -98,7 +98,9 @@ def _method(spec: str, device: str, postprocess: bool = False, precision: str = 
     from .predictor import IOGPredictor
 
     name = Path(spec).stem if Path(spec).is_file() else spec
-    return E.IOGMethod(IOGPredictor(spec, device=device, precision=precision), name=name, postprocess=postprocess)
+    predictor = IOGPredictor(spec, device=device, precision=precision, backend=backend)
+    print(f"{name}: {predictor.precision} on {predictor.device} ({predictor.backend})", file=sys.stderr)
+    return E.IOGMethod(predictor, name=name, postprocess=postprocess)
 
 
 def _evaluate(args) -> int:
@@ -111,7 +113,7 @@ def _evaluate(args) -> int:
     summaries = {}
     dataset_tag = Path(str(args.dataset)).name
     for spec in args.model or [zoo.DEFAULT_MODEL]:
-        method = _method(spec, args.device, args.postprocess, args.precision)
+        method = _method(spec, args.device, args.postprocess, args.precision, args.backend)
         with _bar(len(instances), f"{method.name} on {dataset_tag}", unit="object") as bar:
             def progress(done, total, result):
                 bar.update(1)
@@ -350,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--precision", default="auto",
                           help="auto (bf16 where the CPU or GPU is fast at it), float32 (the exact network), "
                                "bfloat16 or float16")
+    evaluate.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"),
+                          help="auto (on a CPU, ONNX Runtime where the warm-up finds it faster and agreeing), "
+                               "torch, or onnxruntime (float32, CPU; needs napari-iog[fast])")
     evaluate.add_argument("--out", default="evaluation")
     evaluate.add_argument("--no-plot", action="store_true")
     evaluate.add_argument("--postprocess", action="store_true",
