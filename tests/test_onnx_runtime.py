@@ -2,6 +2,7 @@
 choice (faster here and agreeing, else torch) made at warm-up."""
 
 import logging
+import os
 import shutil
 import time
 
@@ -10,13 +11,19 @@ import pytest
 from conftest import calibrate, synthetic_scene
 
 from napari_iog import zoo
-from napari_iog.models import build_model, onnx_runtime
+from napari_iog.models import build_model, onnx_runtime, precision
 from napari_iog.predictor import IOGPredictor
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 CORNERS, INSIDE = ((55, 65), (185, 235)), (120, 150)
+
+
+@pytest.fixture(autouse=True)
+def float32_cpu(monkeypatch):
+    """Choose as a CPU without fast bf16 does (ONNX Runtime competes with float32 only)."""
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +83,22 @@ def test_a_changed_network_gets_its_own_export(network, cache):
     other = calibrate(build_model("iog-resnet18", seed=4))
     IOGPredictor(other, device="cpu", backend="onnxruntime", warmup=False)
     assert len(exports(cache)) == 2
+
+
+def test_the_cache_keeps_the_most_recently_used_exports(network, cache):
+    folder = cache / onnx_runtime.CACHE_SUBDIR
+    (used,) = exports(cache)
+    for i in range(onnx_runtime.MAX_CACHED_EXPORTS + 2):
+        old = folder / f"iog-resnet18-old{i}.onnx"
+        old.write_bytes(b"an export of a network fine-tuned long ago")
+        os.utime(old, (1e9 + i, 1e9 + i))
+    os.utime(used, (1e9, 1e9))                # older than all of them, but loaded now
+    IOGPredictor(network, device="cpu", backend="onnxruntime", warmup=False)
+    other = calibrate(build_model("iog-resnet18", seed=5))
+    IOGPredictor(other, device="cpu", backend="onnxruntime", warmup=False)     # a new export: prunes
+    left = exports(cache)
+    assert len(left) == onnx_runtime.MAX_CACHED_EXPORTS and used in left
+    assert not (folder / "iog-resnet18-old0.onnx").exists() and (folder / "iog-resnet18-old7.onnx").exists()
 
 
 def test_a_damaged_cached_export_is_made_again(network, cache, caplog):
@@ -152,3 +175,11 @@ def test_the_backend_is_asked_for_by_name(network, monkeypatch):
     monkeypatch.setenv("NAPARI_IOG_BACKEND", "nope")
     with pytest.raises(ValueError, match="backend must be one of"):
         IOGPredictor(network, device="cpu", warmup=False)
+
+
+def test_where_bf16_is_kept_onnx_runtime_is_not_exported(network, tmp_path, monkeypatch):
+    monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
+    p = IOGPredictor(network, device="cpu")
+    assert p.precision == "bfloat16" and p.backend == "torch" and "onnxruntime" not in p.warmup_check
+    assert not list(tmp_path.rglob("*.onnx"))

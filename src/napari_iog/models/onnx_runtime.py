@@ -21,6 +21,7 @@ import hashlib
 import importlib.util
 import io
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -34,8 +35,11 @@ from ..io.atomic import atomic_write
 REQUIRED = ("onnxruntime", "onnx", "onnxscript")
 #: the subfolder of the zoo's cache folder the exported networks go to
 CACHE_SUBDIR = "onnx"
-#: the largest batch the exported graph is traced for (the predictor's CPU batches are 2)
+#: the largest batch the exported graph is traced for (the predictor's CPU batches are 1-2)
 MAX_BATCH = 64
+#: exports kept in the cache (the least recently used go first): each fine-tuned network gets
+#: its own, and a ResNet-101 export is 170 MB
+MAX_CACHED_EXPORTS = 6
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +123,9 @@ def onnx_runtime_network(model: nn.Module, example: torch.Tensor, cache: Path,
     path = export_path(model, Path(cache))
     if path.exists():
         try:
-            return OnnxRuntimeNetwork(path, threads)
+            network = OnnxRuntimeNetwork(path, threads)
+            os.utime(path)          # recently used: pruning keeps it
+            return network
         except Exception as err:   # a damaged or foreign file: export again over it
             log.warning("the cached ONNX network %s does not load (%s); exporting it again", path, err)
     try:
@@ -128,4 +134,14 @@ def onnx_runtime_network(model: nn.Module, example: torch.Tensor, cache: Path,
         raise BackendUnavailable(f"{getattr(model, 'arch', 'the network')} could not be exported to ONNX: "
                                  f"{type(err).__name__}: {err}") from err
     atomic_write(path, lambda f: f.write(proto))
+    prune_exports(path.parent, keep=path)
     return OnnxRuntimeNetwork(path, threads)
+
+
+def prune_exports(folder: Path, keep: Path, limit: int = MAX_CACHED_EXPORTS) -> list[Path]:
+    """Delete the least recently used exports beyond ``limit`` (never ``keep``)."""
+    exports = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    removed = [p for p in exports[limit:] if p != keep]
+    for old in removed:
+        old.unlink(missing_ok=True)
+    return removed
