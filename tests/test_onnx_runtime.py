@@ -156,6 +156,18 @@ def test_a_network_that_cannot_be_exported_stays_on_torch(network, tmp_path, mon
     assert not list(tmp_path.rglob("*.onnx")) and not list(tmp_path.rglob("*.part"))
 
 
+def test_a_cache_folder_that_cannot_be_written_leaves_the_model_on_torch(network, tmp_path, monkeypatch):
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder should be")
+    monkeypatch.setenv(zoo.CACHE_ENV, str(blocked))
+    p = IOGPredictor(network, device="cpu", backend="auto")
+    assert p.backend == "torch" and "could not be cached" in p.warmup_check["onnxruntime"]["reason"]
+    image, _ = synthetic_scene()
+    assert p.predict(image, corners=CORNERS, inside=INSIDE).probability.std() > 0.01
+    with pytest.raises(onnx_runtime.BackendUnavailable, match="could not be cached"):
+        IOGPredictor(network, device="cpu", backend="onnxruntime", warmup=False)
+
+
 def test_without_onnx_runtime_installed(network, tmp_path, monkeypatch):
     monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(onnx_runtime, "missing_packages", lambda: ["onnxruntime"])

@@ -133,9 +133,13 @@ def onnx_runtime_network(model: nn.Module, example: torch.Tensor, cache: Path,
     except Exception as err:
         raise BackendUnavailable(f"{getattr(model, 'arch', 'the network')} could not be exported to ONNX: "
                                  f"{type(err).__name__}: {err}") from err
-    atomic_write(path, lambda f: f.write(proto))
-    prune_exports(path.parent, keep=path)
-    return OnnxRuntimeNetwork(path, threads)
+    try:
+        atomic_write(path, lambda f: f.write(proto))
+        prune_exports(path.parent, keep=path)
+        return OnnxRuntimeNetwork(path, threads)
+    except Exception as err:     # a cache folder that cannot be written, a graph ONNX Runtime refuses
+        raise BackendUnavailable(f"the ONNX export of {getattr(model, 'arch', 'the network')} could not be "
+                                 f"cached or loaded: {type(err).__name__}: {err}") from err
 
 
 def prune_exports(folder: Path, keep: Path, limit: int = MAX_CACHED_EXPORTS) -> list[Path]:
