@@ -168,6 +168,14 @@ def test_a_cache_folder_that_cannot_be_written_leaves_the_model_on_torch(network
         IOGPredictor(network, device="cpu", backend="onnxruntime", warmup=False)
 
 
+def test_an_export_that_fails_to_run_leaves_the_model_on_torch(network, cache, monkeypatch):
+    def fails(self, x):
+        raise RuntimeError("ONNX Runtime could not run a node")
+    monkeypatch.setattr(onnx_runtime.OnnxRuntimeNetwork, "__call__", fails)
+    p = IOGPredictor(network, device="cpu", backend="auto")
+    assert p.backend == "torch" and "could not run a node" in p.warmup_check["onnxruntime"]["reason"]
+
+
 def test_without_onnx_runtime_installed(network, tmp_path, monkeypatch):
     monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(onnx_runtime, "missing_packages", lambda: ["onnxruntime"])

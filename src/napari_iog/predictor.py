@@ -231,11 +231,6 @@ class IOGPredictor:
         report: dict[str, Any] = {}
         try:
             network = onnx_runtime.onnx_runtime_network(fast_copy(exact_model), x, zoo.cache_dir())
-        except onnx_runtime.BackendUnavailable as err:
-            if forced:
-                raise
-            report["kept"], report["reason"] = False, str(err)
-        else:
             if exact is not None:
                 torch_s, _ = _timed(lambda: self._forward(x))
                 network(x)
@@ -244,6 +239,12 @@ class IOGPredictor:
                 report = {"torch_s": torch_s, "onnxruntime_s": ort_s, "iou": agreement.iou,
                           "mean_abs_dp": agreement.mean_abs_dp,
                           "kept": forced or (agreement.kept and ort_s < torch_s)}
+        except Exception as err:     # not installed, not exportable, or failing to run: torch it is
+            if forced:
+                raise
+            reason = str(err) if isinstance(err, onnx_runtime.BackendUnavailable) else f"{type(err).__name__}: {err}"
+            report = {"kept": False, "reason": reason}
+        else:
             if forced or report["kept"]:
                 self.model, self.precision, self._fast, self.backend = network, "float32", False, "onnxruntime"
         if report:
