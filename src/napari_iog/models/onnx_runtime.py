@@ -9,7 +9,8 @@ them at warm-up and keeps whichever backend is faster on this machine. int8 stat
 quantisation was measured and rejected for the default: it changes masks too much (docs).
 
 The export (torch's dynamo exporter, ~10 s) is cached in the zoo's cache folder, keyed by the
-network's weights and the torch and ONNX Runtime versions, so a second start only loads it.
+network's weights and the napari-iog, torch and ONNX Runtime versions, so a second start only
+loads it (and an upgraded forward pass is exported again).
 Needs the ``fast`` extra (``pip install "napari-iog[fast]"``: onnxruntime, onnx, onnxscript);
 without it the predictor runs torch and says so in ``backend``.
 """
@@ -65,10 +66,14 @@ def weights_digest(model: nn.Module) -> str:
 
 
 def export_path(model: nn.Module, cache: Path) -> Path:
+    """Keyed by the weights and by what made the graph: napari-iog's version (its forward code),
+    torch's (the exporter) and ONNX Runtime's."""
     import onnxruntime
 
+    from .. import __version__
+
     arch = str(getattr(model, "arch", "network"))
-    versions = f"torch{torch.__version__.split('+')[0]}-ort{onnxruntime.__version__}"
+    versions = f"iog{__version__}-torch{torch.__version__.split('+')[0]}-ort{onnxruntime.__version__}"
     return cache / CACHE_SUBDIR / f"{arch}-{weights_digest(model)}-{versions}.onnx"
 
 
