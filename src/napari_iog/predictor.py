@@ -230,7 +230,8 @@ class IOGPredictor:
         in the warm-up). Why it was or was not chosen goes to ``warmup_check["onnxruntime"]``."""
         report: dict[str, Any] = {}
         try:
-            network = onnx_runtime.onnx_runtime_network(fast_copy(exact_model), x, zoo.cache_dir())
+            folded = self.model if self._fast else fast_copy(exact_model)     # the torch fast path's copy
+            network = onnx_runtime.onnx_runtime_network(folded, x, zoo.cache_dir())
             if exact is not None:
                 torch_s, _ = _timed(lambda: self._forward(x))
                 network(x)
