@@ -113,7 +113,7 @@ class IOGRefineNetwork(IOGNetwork):
                           self.psp4.lead_sum(features[0]))
 
     def decode(self, features: Features, clicks: torch.Tensor, return_coarse: bool = False,
-               side: list[torch.Tensor] | None = None):
+               side: RefineSide | None = None):
         """``side``: :meth:`side_maps` of ``features``, when kept from an earlier click."""
         _check_input(clicks, 2, "clicks")
         out_size = tuple(clicks.shape[-2:])
