@@ -49,6 +49,17 @@ def _rgb_image(path: Path) -> np.ndarray:
     return as_rgb8(image)   # grey and RGBA become RGB as the predictor maps them
 
 
+def _annotated_photos(root: Path, annotations: str, photos: str, limit: int | None
+                      ) -> list[tuple[Path, Path]]:
+    """(annotation, photo) of the first ``limit`` annotation files (glob ``annotations`` under
+    ``root``, in name order) that have a ``photos/<same stem>.jpg``."""
+    found = sorted(root.glob(annotations))[:limit]
+    if not found:
+        raise FileNotFoundError(f"{root}: no {annotations}")
+    return [(path, root / photos / f"{path.stem}.jpg") for path in found
+            if (root / photos / f"{path.stem}.jpg").is_file()]
+
+
 def _coco_files(root: Path) -> Iterator[tuple[Path, Path]]:
     """(annotation json, image folder) pairs of a COCO subset folder."""
     for ann in sorted(root.glob("**/instances_*.json")):
@@ -107,15 +118,8 @@ def ccp_pairs(root: str | Path, min_area: int = NATURAL_MIN_AREA, limit: int | N
     """Clothing Co-Parsing: each garment/skin/hair class map split into connected components."""
     from scipy.io import loadmat
 
-    root = Path(root)
-    mats = sorted((root / "annotations" / "pixel-level").glob("*.mat"))[:limit]
-    if not mats:
-        raise FileNotFoundError(f"{root}: no annotations/pixel-level/*.mat")
     pairs = []
-    for mat in mats:
-        photo = root / "photos" / f"{mat.stem}.jpg"
-        if not photo.is_file():
-            continue
+    for mat, photo in _annotated_photos(Path(root), "annotations/pixel-level/*.mat", "photos", limit):
         classes = loadmat(mat)["groundtruth"]
         labels = np.zeros(classes.shape, np.int32)
         for value in np.unique(classes):
@@ -131,15 +135,8 @@ def ccp_pairs(root: str | Path, min_area: int = NATURAL_MIN_AREA, limit: int | N
 
 def pet_pairs(root: str | Path, limit: int | None = None) -> list[Pair]:
     """Oxford pets: one object per photo, the trimap's border band is ignored by the loss."""
-    root = Path(root)
-    trimaps = sorted((root / "trimaps").glob("*.png"))[:limit]
-    if not trimaps:
-        raise FileNotFoundError(f"{root}: no trimaps/*.png")
     pairs = []
-    for trimap_path in trimaps:
-        photo = root / "images" / f"{trimap_path.stem}.jpg"
-        if not photo.is_file():
-            continue
+    for trimap_path, photo in _annotated_photos(Path(root), "trimaps/*.png", "images", limit):
         trimap = read_label_image(trimap_path)
         rgb = _rgb_image(photo)
         if rgb.shape[:2] != trimap.shape:
