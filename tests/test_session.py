@@ -186,3 +186,53 @@ def test_extreme_points_mode_for_dextr():
         s.add_click((100, 100))
     s.commit()
     assert s.labels.any()
+
+
+def test_redo_brings_back_an_undone_click_and_an_undone_commit_exactly(session):
+    three_clicks(session)
+    session.add_click((180, 230), negative=True)
+    with_negative = session.current.probability.copy()
+    assert session.undo() == "click" and session.can_redo
+    assert session.redo() == "click"
+    assert session.points("negative") == [(180.0, 230.0)]
+    np.testing.assert_array_equal(session.current.probability, with_negative)
+    assert session.redo() is None                       # nothing more to redo
+    label_id = session.commit()
+    committed = session.labels.copy()
+    assert session.undo() == "commit" and not session.labels.any()
+    assert session.redo() == "commit"
+    np.testing.assert_array_equal(session.labels, committed)
+    assert session.next_id == label_id + 1              # the redone object keeps its id
+
+
+def test_a_new_click_or_commit_ends_what_can_be_redone(session):
+    three_clicks(session)
+    session.undo()
+    session.add_click((120, 150))                       # a new inside click instead
+    assert not session.can_redo and session.redo() is None
+    session.commit()
+    session.undo()
+    three_clicks(session)
+    assert not session.can_redo
+
+
+def test_redo_never_overwrites_labels_changed_since_the_undo(session):
+    three_clicks(session)
+    session.commit()
+    session.undo()
+    session.labels[120, 150] = 7                        # the user painted there meanwhile
+    with pytest.raises(ValueError, match="labels were changed"):
+        session.redo()
+    assert session.labels[120, 150] == 7 and (session.labels != 7).sum() == session.labels.size - 1
+
+
+def test_a_new_predictor_predicts_the_object_in_progress_again(session, predictor):
+    first = three_clicks(session)
+    other = IOGPredictor(build_model("iog-resnet18", seed=9), device="cpu", precision="float32", warmup=False)
+    version = session.version
+    session.use_predictor(other)
+    assert session.predictor is other and session.version > version and not session.up_to_date
+    assert [r for r, _ in session.clicks] == ["corner", "corner", "inside"]
+    again = session.update()
+    assert not np.array_equal(again.probability, first.probability)
+    session.use_predictor(predictor)

@@ -66,6 +66,8 @@ class LabelsWriter:
         self.overwrite = overwrite
         self._next_id = next_id if next_id is not None else largest_label(labels) + 1
         self._edits: list[LabelsEdit] = []
+        # for redo: each undone edit, what its writes wrote, and what the undo left in their windows
+        self._undone: list[tuple[LabelsEdit, list[np.ndarray], list[np.ndarray]]] = []
 
     @property
     def plane_shape(self) -> tuple[int, int]:
@@ -95,6 +97,7 @@ class LabelsWriter:
         finally:
             if edit.writes:
                 self._edits.append(edit)
+                self._undone.clear()        # a new edit: what was undone before cannot come back
 
     def paint(self, edit: LabelsEdit, plane, window: G.Box, mask: np.ndarray, label_id: int | None = None,
               also_over: Sequence[int] = ()) -> tuple[int, np.ndarray] | None:
@@ -122,11 +125,38 @@ class LabelsWriter:
         if not self._edits:
             return None
         last = self._edits.pop()
+        written = []
         for write in reversed(last.writes):
+            written.append(self.read(write.plane, write.window))
             self.labels[(*write.plane, *write.window.slices())] = write.previous
             self._sync_pyramid(write.plane, write.window, write.previous)
+        restored = [self.read(write.plane, write.window) for write in last.writes]
+        self._undone.append((last, written[::-1], restored))
         self._next_id = last.next_id_before
         return last
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._undone)
+
+    def redo(self) -> LabelsEdit | None:
+        """Write again what the last :meth:`undo` took back (None when there is nothing to redo).
+        Refused, changing nothing, where the labels were edited since the undo: redo never
+        overwrites a pixel it did not restore itself."""
+        if not self._undone:
+            return None
+        edit, written, restored = self._undone[-1]
+        for write, left in zip(edit.writes, restored):
+            if not np.array_equal(self.read(write.plane, write.window), left):
+                raise ValueError("the labels were changed where the undone object was: nothing to redo")
+        self._undone.pop()
+        next_id_after = max(self._next_id, edit.label_id + 1)
+        for write, region in zip(edit.writes, written):
+            self.labels[(*write.plane, *write.window.slices())] = region
+            self._sync_pyramid(write.plane, write.window, region)
+        self._edits.append(edit)
+        self._next_id = next_id_after
+        return edit
 
     def _sync_pyramid(self, plane, window: G.Box, region: np.ndarray) -> None:
         for level in self.pyramid:

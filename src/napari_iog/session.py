@@ -56,6 +56,7 @@ class AnnotationSession:
         self.version = 0            # changes with every change of the clicks
         self._current_version = 0   # the clicks ``current`` was computed for
         self._prompt: Prompt | ExtremePrompt | None = None
+        self._undone: list[Click | None] = []     # for redo: an undone click, or None for a commit
 
     def __setattr__(self, name, value):
         super().__setattr__(name, value)
@@ -101,6 +102,10 @@ class AnnotationSession:
     def set_clicks(self, clicks: Sequence[tuple[str, Sequence[float]]], plane=(), predict: bool = True) -> None:
         """Replace all clicks of the object in progress (e.g. after the user moved or deleted a
         point). Checked as a whole; on an error nothing changes."""
+        self._set_clicks(clicks, plane, predict)
+        self._undone.clear()
+
+    def _set_clicks(self, clicks, plane, predict: bool) -> None:
         plane = self.writer.check_plane(plane)
         clicks = [(role, tuple(float(v) for v in point)) for role, point in clicks]
         prompt = self._checked_prompt(clicks)
@@ -108,6 +113,17 @@ class AnnotationSession:
         self.version += 1
         if predict:
             self.update()
+
+    def use_predictor(self, predictor: IOGPredictor) -> None:
+        """Predict with ``predictor`` from now on. The object in progress keeps its clicks (and
+        is predicted again) when the new model takes the same kind of clicks; else it is cleared."""
+        mode = "extreme" if predictor.is_dextr else "iog"
+        self.predictor = predictor
+        if mode != self.mode:
+            self.mode = mode
+            self.clear()
+        else:
+            self.version += 1           # a result of the old model still on its way is dropped
 
     def _checked_prompt(self, clicks: list[Click]) -> Prompt | ExtremePrompt | None:
         """The prompt of ``clicks`` (None while there are too few), or a ClickError naming why not."""
@@ -205,6 +221,7 @@ class AnnotationSession:
         labels and off the earlier objects of the batch). Returns each object's id, None for
         one with nothing left to write. One :meth:`undo` takes back the whole batch."""
         ids: list[int | None] = []
+        self._undone.clear()
         with self.writer.edit() as edit:
             for plane, window, mask in objects:
                 written = self.writer.paint(edit, self.writer.check_plane(plane), window, mask)
@@ -212,7 +229,8 @@ class AnnotationSession:
         return ids
 
     def clear(self) -> None:
-        """Drop the object in progress (its clicks and its prediction)."""
+        """Drop the object in progress (its clicks and its prediction); nothing is left to redo."""
+        self._undone.clear()
         self.clicks.clear()
         self._prompt = None
         self.current = None
@@ -223,15 +241,44 @@ class AnnotationSession:
         """Take back the last click, or with no click in progress the last commit.
         Returns what was undone ("click", "commit") or None when there was nothing."""
         if self.clicks:
-            clicks = self.clicks[:-1]
-            self.clicks, self._prompt = clicks, self._checked_prompt(clicks)
-            self.version += 1
-            if not self.ready:
-                self.accept(self.version, None)
-            elif predict:
-                self.update()
+            self._undone.append(self.clicks[-1])
+            self._take_back_click(predict)
             return "click"
-        return "commit" if self.writer.undo() is not None else None
+        if self.writer.undo() is None:
+            return None
+        self._undone.append(None)
+        return "commit"
+
+    def _take_back_click(self, predict: bool) -> None:
+        clicks = self.clicks[:-1]
+        self.clicks, self._prompt = clicks, self._checked_prompt(clicks)
+        self.version += 1
+        if not self.ready:
+            self.accept(self.version, None)
+        elif predict:
+            self.update()
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._undone)
+
+    def redo(self, predict: bool = True) -> str | None:
+        """Do again what the last :meth:`undo` took back: a click, or a commit (written exactly
+        as it was; refused where the labels were changed since). None when there is nothing."""
+        if not self._undone:
+            return None
+        click = self._undone[-1]
+        if click is None:
+            if self.clicks:
+                raise ValueError("commit or clear the object in progress before redoing a commit")
+            if self.writer.redo() is None:
+                self._undone.clear()
+                return None
+            self._undone.pop()
+            return "commit"
+        self._set_clicks([*self.clicks, click], self.plane, predict)
+        self._undone.pop()
+        return "click"
 
     @property
     def last_commit(self) -> tuple[int, tuple[int, ...], G.Box] | None:

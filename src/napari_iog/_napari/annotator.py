@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from napari.layers import Image, Labels, Shapes
+from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 
@@ -22,11 +22,11 @@ from .bridge import ClickBridge, Predictions
 from .coordinates import Coordinates
 from .drawing import HelperLayers
 from .layers import NEXT_ID_KEY, SourceLayers, find_or_make_labels, labels_levels
-from .tasks import DrawnBoxes, StackPropagation
+from .tasks import BoxAndStackMethods, DrawnBoxes, StackPropagation
 from .workers import qt_app_running
 
 
-class Annotator:
+class Annotator(BoxAndStackMethods):
     """Segment objects in ``image_layer`` with IOG clicks and commit them to ``labels_layer``.
 
     Args:
@@ -195,13 +195,37 @@ class Annotator:
         """Take back the last click, or with no object in progress the last commit (a whole
         propagation is one commit)."""
         self.stack.refuse_while_running()
-        what = self.session.undo(predict=False)
+        last = self.session.last_commit
+        return self._after_history(self.session.undo(predict=False), "undid",
+                                   None if last is None or self.session.clicks else last[0])
+
+    def redo(self) -> str | None:
+        """Do again what the last :meth:`undo` took back: a click, or a commit."""
+        self.stack.refuse_while_running()
+        what = self.session.redo(predict=False)
+        last = self.session.last_commit
+        return self._after_history(what, "redid", last[0] if what == "commit" and last else None)
+
+    def _after_history(self, what: str | None, verb: str, label_id: int | None) -> str | None:
         if what == "commit":
             self.labels_layer.refresh()
         elif what == "click":
             self.predictions.request()
         self.draw()
+        self.set_status({"commit": f"{verb} the commit of object {label_id}", "click": f"{verb} the last click",
+                         None: f"nothing to {verb[:-2]}"}[what])
         return what
+
+    def use_predictor(self, predictor: IOGPredictor) -> None:
+        """Predict with ``predictor`` from the next click on; the labels, the helper layers and
+        the object in progress stay (it is predicted again with the new model)."""
+        self.predictions.work.wait()
+        self.predictor = predictor
+        self.session.use_predictor(predictor)
+        if self.session.ready:
+            self.predictions.request()
+        self.draw()
+        self.set_status(f"now using {what_runs(predictor).split(':')[0]}")
 
     def clear(self) -> None:
         """Drop the object in progress."""
@@ -224,49 +248,10 @@ class Annotator:
         """Block (processing Qt events) until the prediction for the last click is shown."""
         self.predictions.wait(timeout)
 
-    # --- many objects from drawn boxes, and 3D propagation (``tasks``) ------------------------
-
-    def boxes_of(self, shapes_layer: Shapes | str) -> list:
-        """The shapes of ``shapes_layer`` as box prompts (see :meth:`DrawnBoxes.prompts_of`)."""
-        return self.boxes.prompts_of(shapes_layer)
-
-    def segment_boxes(self, shapes_layer: Shapes | str) -> list[int | None]:
-        """Segment one object per shape and commit them all, here (:meth:`DrawnBoxes.segment`)."""
-        return self.boxes.segment(shapes_layer)
-
-    def start_segment_boxes(self, shapes_layer: Shapes | str) -> None:
-        """:meth:`segment_boxes` in a worker with a progress bar (:meth:`DrawnBoxes.start`)."""
-        self.boxes.start(shapes_layer)
-
-    @property
-    def stack_axes(self) -> list[str]:
-        """Names of the image's leading (stack) axes, e.g. ``["z"]`` or ``["t", "z"]``."""
-        return self.stack.axes
-
-    def propagate(self, axis: int | None = None, **options) -> Any:
-        """Carry the last committed object through the stack, here (:meth:`StackPropagation.propagate`)."""
-        return self.stack.propagate(axis, **options)
-
-    @property
-    def propagating(self) -> bool:
-        return self.stack.work.running
-
-    def start_propagation(self, axis: int | None = None, **options) -> None:
-        """:meth:`propagate` in a worker, plane by plane (:meth:`StackPropagation.start`)."""
-        self.stack.start(axis, **options)
-
-    def stop_propagation(self) -> None:
-        """Stop the running propagation before its next plane; what is written stays."""
-        self.stack.stop()
-
-    def wait_for_propagation(self, timeout: float = 300.0) -> None:
-        """Block (processing Qt events) until a propagation started here has ended."""
-        self.stack.work.wait(timeout)
-
     # --- what the user sees ------------------------------------------------------------------
 
     def act(self, action: str) -> Any:
-        """Run ``commit``, ``undo``, ``clear`` or ``toggle_negative`` as the GUI does: an error
+        """Run ``commit``, ``undo``, ``redo``, ``clear`` or ``toggle_negative`` as the GUI does: an error
         becomes a notification and changes nothing."""
         if self.closed:
             self.notify("annotating has stopped: press 'Start annotating' again")

@@ -6,34 +6,50 @@ names in the combo boxes, the long text in tooltips and in lines that wrap.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton
 from napari.layers import Image, Shapes
-from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QComboBox, QStyle
+from napari.utils.notifications import show_error
 
 from .. import zoo
 from ..predictor import IOGPredictor
 from .annotator import Annotator
 from .bridge import shortcuts_help
 from .drawing import ROLE_COLOURS
-from .layers import BOX_LAYER_NAME, image_layer_names, labels_layer_names
+from .layers import image_layer_names, labels_layer_names, user_layer_names
 from .layout import available_devices, make_compact, share_dock, titled, wrap_text
-from .model_choice import FROM_FILE, ModelDownload, describe_model, model_tooltip, present_model_choices
-from .workers import BackgroundWork
+from .model_choice import (
+    FROM_FILE,
+    DownloadControl,
+    ModelLoading,
+    annotator_model_choices,
+    describe_model,
+    mark_missing,
+    model_tooltip,
+)
 
 NEW_LABELS = "(new layer)"
 NO_CHANNEL = "(none)"
 
 HOW_TO = (
     "Click two opposite corners of a box around the object, then inside it. More clicks "
-    "correct it (Shift+click: negative). Enter commits, U undoes, Esc clears."
+    "correct it (Shift+click: negative).\nKeys: Enter commit · U undo · Shift+U redo · Esc clear · "
+    "N negative clicks"
 )
 NOT_STARTED = "start annotating first: choose an image and a model, then 'Start annotating'"
 DEXTR_HOW_TO = "DEXTR models take the object's four extreme points instead of the box and inside click."
+
+
+_OPEN: weakref.WeakSet[AnnotatorWidget] = weakref.WeakSet()
+
+
+def open_annotator_widget(viewer) -> AnnotatorWidget | None:
+    """The annotator dock open on ``viewer`` (the one annotating, if several), or None."""
+    widgets = [w for w in _OPEN if w.viewer is viewer]
+    return next((w for w in widgets if w.annotator is not None), widgets[0] if widgets else None)
 
 
 class AnnotatorWidget(Container):
@@ -44,7 +60,7 @@ class AnnotatorWidget(Container):
         self.margins = (2, 4, 2, 4)
         self.viewer = napari_viewer
         self.annotator: Annotator | None = None
-        self.loading = BackgroundWork("loading the model")
+        self.loading = ModelLoading(self._say_loading)
         self.image = ComboBox(label="image", choices=self._image_choices,
                               tooltip="the image layer to segment")
         self.green = ComboBox(label="G from", choices=self._channel_choices,
@@ -55,11 +71,12 @@ class AnnotatorWidget(Container):
                              tooltip="the layer that feeds the network's blue channel")
         self.labels = ComboBox(label="labels", choices=self._labels_choices,
                                tooltip="where committed objects are written; '(new layer)' makes one")
-        self.model = ComboBox(label="model", choices=self._model_choices,
-                              tooltip="a model from the zoo (napari-iog weights list), or a file of your own")
+        self.model = ComboBox(label="model", choices=annotator_model_choices,
+                              tooltip="a model from the zoo (napari-iog weights list), one fine-tuned here, or a "
+                                      "file of your own")
         self.model_info = Label(value="")
-        self.download_button = PushButton(text="Download")
-        self.download_button.tooltip = "download the chosen model into the cache (napari-iog weights list shows where)"
+        self.downloads = DownloadControl(self._downloaded, self._set_message, self._report, self._download_finished)
+        self.download_button, self.downloading = self.downloads.button, self.downloads.downloading
         self.model_file = FileEdit(label="file", mode="r", filter="*.pth *.pt *.pth.tar",
                                    tooltip="an IOG or DEXTR checkpoint: the authors' .pth files or one "
                                            "saved by napari-iog")
@@ -73,8 +90,10 @@ class AnnotatorWidget(Container):
                                           "has a label")
         self.commit_button = PushButton(text="Commit")
         self.undo_button = PushButton(text="Undo")
+        self.redo_button = PushButton(text="Redo")
         self.clear_button = PushButton(text="Clear")
-        buttons = Container(widgets=[self.undo_button, self.clear_button], layout="horizontal", labels=False)
+        buttons = Container(widgets=[self.undo_button, self.redo_button, self.clear_button], layout="horizontal",
+                            labels=False)
         buttons.margins = (0, 0, 0, 0)
         self.propagate_button = PushButton(text="Propagate")
         self.propagate_button.tooltip = (
@@ -113,14 +132,15 @@ class AnnotatorWidget(Container):
                      titled(self.boxes_layer), self.boxes_button, self.status, self.message, self.help])
         self.commit_button.tooltip = "commit the object into the labels layer (Enter)"
         self.undo_button.tooltip = "undo the last click, or the last commit (U)"
+        self.redo_button.tooltip = "redo what Undo took back (Shift+U)"
         self.clear_button.tooltip = "clear the object in progress (Esc)"
         self.start_button.tooltip = self.help.tooltip
-        self.downloading = ModelDownload(self._downloaded, self._download_failed, self._download_finished)
         self.model.changed.connect(self._show_model)
         self.download_button.changed.connect(lambda: self.download())
         self.start_button.changed.connect(lambda: self.start())
         self.commit_button.changed.connect(lambda: self._act("commit"))
         self.undo_button.changed.connect(lambda: self._act("undo"))
+        self.redo_button.changed.connect(lambda: self._act("redo"))
         self.clear_button.changed.connect(lambda: self._act("clear"))
         self.propagate_button.changed.connect(lambda: self.propagate())
         self.boxes_button.changed.connect(lambda: self.segment_boxes())
@@ -132,6 +152,7 @@ class AnnotatorWidget(Container):
         self.reset_choices()
         self._show_model()
         share_dock(self)
+        _OPEN.add(self)
 
     # --- choices --------------------------------------------------------------------------------
 
@@ -143,35 +164,17 @@ class AnnotatorWidget(Container):
         return [NO_CHANNEL] + single
 
     def _shapes_choices(self, _=None) -> list[str]:
-        return [layer.name for layer in self.viewer.layers
-                if isinstance(layer, Shapes) and layer.name != BOX_LAYER_NAME]
+        return user_layer_names(self.viewer, Shapes)
 
     def _labels_choices(self, _=None) -> list[str]:
         return [NEW_LABELS] + labels_layer_names(self.viewer)
 
-    @staticmethod
-    def _model_choices(_=None) -> list[tuple[str, str]]:
-        # The bundled default comes first, so a new user can start without choosing anything;
-        # the models still to download come last, marked by an icon (see _mark_missing).
-        missing = [(r["name"], r["name"]) for r in zoo.list_weights() if not r["present"]]
-        return present_model_choices() + [(FROM_FILE, FROM_FILE)] + missing
-
     def reset_choices(self, *args) -> None:
         super().reset_choices(*args)
-        self._mark_missing()
+        mark_missing(self.model)
         # The channel pickers matter only for data opened as one layer per channel.
         channels = len(self._channel_choices()) > 2
         self.green_row.visible = self.blue_row.visible = channels
-
-    def _mark_missing(self) -> None:
-        """A download icon on the models not yet here; each entry's tooltip says what it is."""
-        native: QComboBox = self.model.native
-        icon = native.style().standardIcon(QStyle.StandardPixmap.SP_ArrowDown)
-        for i in range(native.count()):
-            name = native.itemData(i) if isinstance(native.itemData(i), str) else native.itemText(i)
-            native.setItemData(i, model_tooltip(name), Qt.ItemDataRole.ToolTipRole)
-            if name in zoo.WEIGHTS and not zoo.is_present(name):
-                native.setItemIcon(i, icon)
 
     def _show_model(self, *_) -> None:
         name = self.model.value
@@ -188,30 +191,13 @@ class AnnotatorWidget(Container):
     def download(self, name: str | None = None) -> None:
         """Download the chosen zoo model in a worker, with napari progress; pressing the button
         again cancels. When it is here, it is selected."""
-        if self.downloading.running:
-            self.downloading.cancel()
-            return
-        name = name or self.model.value
-        if name not in zoo.WEIGHTS:
-            return
-        self.downloading.start(name)
-        self.download_button.text = "Cancel download"
-        self.start_button.enabled = False
-        self._set_message(f"downloading {name} ...")
+        if self.downloads.press(name or self.model.value):
+            self.start_button.enabled = False
 
-    def _downloaded(self, name: str, path) -> None:
+    def _downloaded(self, name: str) -> None:
         self.model.value = name
-        self._set_message("")
-        show_info(f"{name} downloaded to {path}")
-
-    def _download_failed(self, name: str, error: Exception) -> None:
-        if isinstance(error, zoo.DownloadCancelled):
-            self._set_message(f"the download of {name} was cancelled; nothing was kept")
-        else:
-            self._report(f"the download of {name} failed: {error}")
 
     def _download_finished(self) -> None:
-        self.download_button.text = "Download"
         self.reset_choices()
         self._show_model()
 
@@ -242,10 +228,37 @@ class AnnotatorWidget(Container):
         if isinstance(model, IOGPredictor):
             self._begin(model)
             return
-        self.status.value = f"loading {Path(str(model)).name} ..."
         self.start_button.enabled = False
-        self.loading.start(IOGPredictor, model, device=self.device.value, returned=self._begin,
-                           errored=self._load_failed, finished=self._show_model)
+        self.loading.start(model, self.device.value, returned=self._begin, errored=self._load_failed,
+                           finished=self._show_model)
+
+    def use_model(self, model: Any) -> None:
+        """Annotate with ``model`` (a zoo name, a file, or a ready IOGPredictor) from now on. The
+        annotator that runs keeps its labels, its layers and the object in progress; with none
+        running, one starts."""
+        if not isinstance(model, IOGPredictor):
+            self.reset_choices()
+            known = list(self.model.choices)
+            self.model.value = str(model) if str(model) in known else FROM_FILE
+            if self.model.value == FROM_FILE:
+                self.model_file.value = Path(str(model))
+        if self.annotator is None:
+            self.start(model)
+        elif isinstance(model, IOGPredictor):
+            self.annotator.use_predictor(model)
+        elif not self.loading.running:
+            self.start_button.enabled = False
+            self.loading.start(model, self.device.value, returned=self._swap, errored=self._load_failed,
+                               finished=self._show_model)
+
+    def _swap(self, predictor: IOGPredictor) -> None:
+        if self.annotator is None:
+            self._begin(predictor)
+        else:
+            self.annotator.use_predictor(predictor)
+
+    def _say_loading(self, text: str) -> None:
+        self.status.value = text
 
     def _load_failed(self, error: Exception) -> None:
         self._report(f"the model could not be loaded: {error}")
@@ -330,3 +343,4 @@ class AnnotatorWidget(Container):
 
     def _on_status(self, text: str) -> None:
         self.status.value = text
+        self._set_message("")        # the annotator works again: an earlier problem is history

@@ -26,6 +26,7 @@ from .workers import BackgroundWork
 SHORTCUTS = {
     "Enter": ("commit", "commit the current object into the labels layer"),
     "U": ("undo", "undo the last click, or with no object in progress the last commit"),
+    "Shift+U": ("redo", "redo what U undid"),
     "Escape": ("clear", "clear the object in progress"),
     "N": ("toggle_negative", "switch correction clicks between positive and negative"),
 }

@@ -17,7 +17,7 @@ from napari.utils.colormaps import DirectLabelColormap
 
 from ..session import ROLES, AnnotationSession
 from .coordinates import Coordinates
-from .layers import BOX_LAYER_NAME, PREVIEW_LAYER_NAME, transform_of
+from .layers import BOX_LAYER_NAME, HELPER_KEY, PREVIEW_LAYER_NAME, transform_of
 
 ROLE_COLOURS = {"corner": "yellow", "inside": "lime", "positive": "cyan", "negative": "magenta",
                 "extreme": "orange"}
@@ -52,6 +52,7 @@ class HelperLayers:
                               colormap=DirectLabelColormap(color_dict={None: "transparent", 1: IN_PROGRESS_COLOUR}))
         self.preview.contour = PREVIEW_CONTOUR
         for layer in (self.preview, self.box, self.clicks):
+            layer.metadata[HELPER_KEY] = True
             viewer.add_layer(layer)
         viewer.layers.selection.active = self.clicks
         self.clicks.mode = "add"

@@ -23,6 +23,7 @@ from ..models import ARCHITECTURES
 from ..models.checkpoint import state_path
 from ..training import events
 from ..training.config import TrainConfig
+from .annotator_widget import open_annotator_widget
 from .layers import image_layer_names, labels_layer_names
 from .layout import available_devices, make_compact, share_dock, wrap_text
 from .loss_plot import LossPlot
@@ -41,9 +42,18 @@ def count_objects(labels_layer: Labels) -> int | None:
     return int(np.count_nonzero(np.unique(data)))
 
 
-def default_output(name: str) -> Path:
+#: Folder names that say nothing of the data: the folder above them names it instead.
+GENERIC_FOLDERS = {"images", "image", "imgs", "img", "raw", "data", "train"}
+
+
+def default_output(base: str, data: str | Path) -> Path:
+    """``<base model>-<data>-<date>.pt`` in the cache's fine-tuned folder, where both model
+    lists find it: the data is an image layer's name or an image folder (``cvppp/images``
+    names ``cvppp``)."""
+    if isinstance(data, Path):
+        data = data.parent.name if data.name.lower() in GENERIC_FOLDERS and data.parent.name else data.name
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return zoo.finetuned_dir() / f"{_safe(name)}-{stamp}.pt"
+    return zoo.finetuned_dir() / f"{_safe(Path(base).stem)}-{_safe(str(data))}-{stamp}.pt"
 
 
 def _safe(name: str) -> str:
@@ -95,8 +105,8 @@ class FineTuneWidget(Container):
         self.labels = ComboBox(label="labels", choices=self._labels_choices,
                                tooltip="its labels layer: every object is a training example; in stacks only "
                                        "labelled slices count")
-        self.images_dir = FileEdit(label="image folder", mode="d", tooltip=f"used when labels is {FROM_FOLDERS}")
-        self.labels_dir = FileEdit(label="label folder", mode="d",
+        self.images_dir = FileEdit(label="image dir", mode="d", tooltip=f"used when labels is {FROM_FOLDERS}")
+        self.labels_dir = FileEdit(label="label dir", mode="d",
                                    tooltip="instance-label files (tif/png) with the images' names")
         self.base = ComboBox(label="base model", choices=self._base_choices,
                              tooltip="the model to adapt: one from the zoo, a file, or an architecture to "
@@ -134,8 +144,10 @@ class FineTuneWidget(Container):
         self.cancel_button.changed.connect(lambda: self.cancel())
         self.use_button.changed.connect(lambda: self.use_in_annotator())
         self.labels.changed.connect(self._show_source)
+        self.images_dir.changed.connect(self._show_readiness)
+        self.labels_dir.changed.connect(self._show_readiness)
         for combo in (self.image, self.labels, self.base, self.device):
-            make_compact(combo, 14)
+            make_compact(combo)
         events = self.viewer.layers.events
         events.inserted.connect(self.reset_choices)
         events.removed.connect(self.reset_choices)
@@ -176,7 +188,10 @@ class FineTuneWidget(Container):
         if self.running or self.result is not None:
             return
         if self.labels.value == FROM_FOLDERS:
-            self.status.value = "choose the image and label folders, then start"
+            chosen = [Path(str(f.value)) for f in (self.images_dir, self.labels_dir) if f.value]
+            ready = len(chosen) == 2 and all(p.is_dir() and str(p) != "." for p in chosen)
+            self.status.value = (f"ready to fine-tune from {chosen[0].name} and {chosen[1].name}" if ready
+                                 else "choose the image and label folders, then start")
         elif self._watched is None:
             self.status.value = "annotate some objects (IOG annotator), then start"
         else:
@@ -228,7 +243,7 @@ class FineTuneWidget(Container):
                     and Path(self.labels_dir.value).is_dir()):
                 show_error("choose an image folder and a label folder")
                 return
-            data, name = (Path(self.images_dir.value), Path(self.labels_dir.value)), Path(self.images_dir.value).name
+            data, name = (Path(self.images_dir.value), Path(self.labels_dir.value)), Path(self.images_dir.value)
         else:
             if not self.image.value or not self.labels.value:
                 show_error("choose the image layer and the labels layer with your annotations")
@@ -247,7 +262,7 @@ class FineTuneWidget(Container):
                 return
             data, name = (self._tmp / "images", self._tmp / "labels"), image_layer.name
         out_value = str(self.out.value) if self.out.value else ""
-        self.out_path = Path(out_value) if out_value not in ("", ".") else default_output(name)
+        self.out_path = Path(out_value) if out_value not in ("", ".") else default_output(base, name)
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
         self.result, self.cancelled = None, False
         self.plot.clear(self.length.value if self.unit.value == "steps" else 1)
@@ -332,16 +347,17 @@ class FineTuneWidget(Container):
             self.process.wait(timeout_ms)
 
     def use_in_annotator(self):
-        """Open (or find) the IOG annotator and start it with the new model."""
+        """Load the new model into the annotator that is open (it keeps its labels and layers);
+        with no annotator dock open, open one and start it with the model."""
         if self.out_path is None or not self.out_path.is_file():
             show_error("no fine-tuned model yet")
             return None
-        _, widget = self.viewer.window.add_plugin_dock_widget("napari-iog", "IOG annotator")
-        widget.model.value = FROM_FILE
-        widget.model_file.value = self.out_path
-        if self.image.value and self.image.visible:
+        widget = open_annotator_widget(self.viewer)
+        if widget is None:
+            _, widget = self.viewer.window.add_plugin_dock_widget("napari-iog", "IOG annotator")
+        if widget.annotator is None and self.image.value and self.image.visible:
             widget.image.value = self.image.value
-        widget.start()
+        widget.use_model(self.out_path)
         return widget
 
     def _cleanup(self) -> None:

@@ -19,6 +19,8 @@ PREVIEW_LAYER_NAME = "IOG current object"
 BOX_LAYER_NAME = "IOG box"
 #: the first fresh id of a labels layer, when known (saves scanning a huge layer for its largest id)
 NEXT_ID_KEY = "napari-iog next id"
+#: marks the annotator's own layers (clicks, box, outline), whatever name napari gave them
+HELPER_KEY = "napari-iog helper"
 
 
 def by_name(viewer, layer):
@@ -160,10 +162,16 @@ def writable(array) -> bool:
     return callable(getattr(array, "__setitem__", None)) and not getattr(array, "read_only", False)
 
 
+def user_layer_names(viewer, kind) -> list[str]:
+    """The layers of type ``kind`` that are the user's: none of any annotator's helper layers
+    (which napari may have renamed 'IOG box [1]' and so on)."""
+    return [layer.name for layer in viewer.layers if isinstance(layer, kind) and not layer.metadata.get(HELPER_KEY)]
+
+
 def image_layer_names(viewer) -> list[str]:
-    return [layer.name for layer in viewer.layers if isinstance(layer, Image)]
+    return user_layer_names(viewer, Image)
 
 
 def labels_layer_names(viewer) -> list[str]:
-    """Labels layers a user annotates in (not the annotator's own preview layer)."""
-    return [layer.name for layer in viewer.layers if isinstance(layer, Labels) and layer.name != PREVIEW_LAYER_NAME]
+    """Labels layers a user annotates in (not an annotator's outline layer)."""
+    return user_layer_names(viewer, Labels)

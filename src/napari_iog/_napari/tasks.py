@@ -11,7 +11,7 @@ from napari.layers import Shapes
 
 from .. import batch
 from .. import geometry as G
-from .layers import by_name
+from .layers import HELPER_KEY, by_name
 from .workers import BackgroundWork
 
 
@@ -29,6 +29,9 @@ class DrawnBoxes:
         layer = by_name(ann.viewer, shapes_layer)
         if not isinstance(layer, Shapes):
             raise ValueError(f"layer {getattr(layer, 'name', layer)!r} is not a shapes layer")
+        if layer.metadata.get(HELPER_KEY):
+            raise ValueError(f"{layer.name!r} is the annotator's own box: draw rectangles in a shapes layer of your "
+                             "own (Layers > New shapes layer)")
         if len(layer.data) == 0:
             raise ValueError(f"shapes layer {layer.name!r} has no shapes: draw rectangles around the objects")
         image_layer, spatial = ann.image_layer, ann.spatial_shape
@@ -188,3 +191,46 @@ def _summary(run) -> str:
     ways = {1: "forward", -1: "backward"}
     why = "; ".join(f"{ways[d]}: {reason}" for d, reason in run.stopped.items())
     return f"object {run.label_id} propagated to {len(run.steps)} planes ({why})"
+
+
+class BoxAndStackMethods:
+    """The annotator's methods for many objects from drawn boxes and for 3D propagation: each
+    hands the work to its :class:`DrawnBoxes` (``self.boxes``) or :class:`StackPropagation`
+    (``self.stack``)."""
+
+    def boxes_of(self, shapes_layer: Shapes | str) -> list:
+        """The shapes of ``shapes_layer`` as box prompts (see :meth:`DrawnBoxes.prompts_of`)."""
+        return self.boxes.prompts_of(shapes_layer)
+
+    def segment_boxes(self, shapes_layer: Shapes | str) -> list[int | None]:
+        """Segment one object per shape and commit them all, here (:meth:`DrawnBoxes.segment`)."""
+        return self.boxes.segment(shapes_layer)
+
+    def start_segment_boxes(self, shapes_layer: Shapes | str) -> None:
+        """:meth:`segment_boxes` in a worker with a progress bar (:meth:`DrawnBoxes.start`)."""
+        self.boxes.start(shapes_layer)
+
+    @property
+    def stack_axes(self) -> list[str]:
+        """Names of the image's leading (stack) axes, e.g. ``["z"]`` or ``["t", "z"]``."""
+        return self.stack.axes
+
+    def propagate(self, axis: int | None = None, **options) -> Any:
+        """Carry the last committed object through the stack, here (:meth:`StackPropagation.propagate`)."""
+        return self.stack.propagate(axis, **options)
+
+    @property
+    def propagating(self) -> bool:
+        return self.stack.work.running
+
+    def start_propagation(self, axis: int | None = None, **options) -> None:
+        """:meth:`propagate` in a worker, plane by plane (:meth:`StackPropagation.start`)."""
+        self.stack.start(axis, **options)
+
+    def stop_propagation(self) -> None:
+        """Stop the running propagation before its next plane; what is written stays."""
+        self.stack.stop()
+
+    def wait_for_propagation(self, timeout: float = 300.0) -> None:
+        """Block (processing Qt events) until a propagation started here has ended."""
+        self.stack.work.wait(timeout)
