@@ -71,3 +71,13 @@ def show_all(viewer, size=(1280, 800)):
 
 def world_of(layer, data_point):
     return tuple(layer.data_to_world(np.asarray(data_point, dtype=float)))
+
+
+def type_into(widget, text, then=None):
+    """Type ``text`` into a dock's field as a person does (focus, keys), then press ``then``
+    (a name of KEYS, e.g. "Enter"); the keys go through Qt's dispatch to the field's parents."""
+    widget.setFocus()
+    QTest.keyClicks(widget, text)
+    if then is not None:
+        QTest.keyClick(widget, KEYS[then])
+    QApplication.processEvents()
