@@ -100,3 +100,59 @@ def test_a_blank_image_gets_a_word(tiny_model):
     p = IOGPredictor(tiny_model, device="cpu", precision="float32", warmup=False)
     with pytest.warns(BlankImageWarning, match="blank"):
         p.predict(np.zeros((100, 100, 3), np.uint8), corners=((10, 10), (90, 90)), inside=(50, 50))
+
+
+@pytest.mark.parametrize("args, said", [
+    (["evaluate", "--dataset", "grabcut", "--limit", "0"], "--limit: must be at least 1, not 0"),
+    (["evaluate", "--dataset", "grabcut", "--max-clicks", "-5"], "--max-clicks: must be at least 3, not -5"),
+    (["evaluate", "--dataset", "grabcut", "--max-clicks", "1"], "--max-clicks: must be at least 3, not 1"),
+    (["evaluate", "--dataset", "grabcut", "--max-clicks", "many"], "'many' is not a whole number"),
+    (["predict", "i.tif", "--boxes", "b.csv", "--out", "o.tif", "--batch-size", "0"], "--batch-size: must be at least 1"),
+])
+def test_numbers_out_of_range_are_refused_before_any_work(args, said, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_fetching_an_unknown_model_draws_no_progress_bar(capsys):
+    assert main(["weights", "fetch", "nope"]) == 1
+    captured = capsys.readouterr()
+    assert "unknown model 'nope'" in captured.err and "napari-iog-default" in captured.err
+    assert "B/s" not in captured.err + captured.out
+
+
+def test_a_text_file_as_weights_is_named_for_what_it_is(tmp_path, capsys):
+    text = tmp_path / "notes.txt"
+    text.write_text("a,b\n1,2\n")
+    assert main(["weights", "verify", str(text)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a readable PyTorch checkpoint" in err and "another kind of file" in err
+
+
+def test_a_one_pixel_box_in_a_file_is_said_of_the_box(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((60, 60, 3), np.uint8))
+    boxes = write_csv(tmp_path / "b.csv", [(10, 10, 10, 10)])
+    assert main(["predict", str(tmp_path / "img.tif"), "--boxes", str(boxes), "--out", str(tmp_path / "o.tif")]) == 1
+    err = capsys.readouterr().err
+    assert "b.csv line 2: the box covers only 1 x 1 pixels" in err and "click" not in err
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_every_evaluate_option_has_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--max-clicks", "--device", "--out", "--limit", "--dataset"):
+        after = text.split(option, 1)[1].split("\n  --", 1)[0]
+        assert len(after.split()) >= 3, option                 # more than the metavar
+    assert "sstem" in text and "dsb2018" in text
+
+
+def test_held_out_domains_are_scored_by_name(tmp_path, monkeypatch):
+    from napari_iog.cli import _evaluation_instances
+    from napari_iog.training.sources import HELD_OUT_DOMAINS
+
+    assert set(HELD_OUT_DOMAINS) == {"sstem", "cvppp", "dsb2018"}
+    with pytest.raises(FileNotFoundError):
+        _evaluation_instances("sstem", str(tmp_path))            # not there: a clear missing-data error

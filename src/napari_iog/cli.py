@@ -1,5 +1,6 @@
 """``napari-iog``: the command line (also ``python -m napari_iog``).
 
+    napari-iog annotate [IMAGE] [--model MODEL]
     napari-iog weights list | fetch NAME | verify PATH_OR_NAME | remove FILE
     napari-iog evaluate --dataset grabcut --data-root DIR [--model iog-pascal-sbd --model box ...]
     napari-iog train --images DIR --labels DIR --out PATH [--base MODEL --steps N ...]
@@ -47,6 +48,8 @@ def _weights_list(args) -> int:
 
 
 def _weights_fetch(args) -> int:
+    if args.name not in zoo.WEIGHTS:    # said before any progress bar is drawn
+        raise zoo.UnknownModelError(f"unknown model {args.name!r}: known names are {', '.join(zoo.WEIGHTS)}")
     with _bar(None, f"fetch {args.name}", unit="B", unit_scale=True, unit_divisor=1024) as bar:
         def progress(done, total):
             bar.total = total
@@ -103,11 +106,43 @@ def _method(spec: str, device: str, postprocess: bool = False, precision: str = 
     return E.IOGMethod(predictor, name=name, postprocess=postprocess)
 
 
+def _annotate(args) -> int:
+    import napari
+
+    from ._napari.launch import open_annotator
+
+    viewer, widget = open_annotator(args.image, args.model, args.device, show=not args.check)
+    if args.check:          # for scripts and tests: open, load the model, say what runs, close
+        widget.loading.work.wait(300)
+        print(widget.status.value)
+        if widget.annotator is not None:
+            widget.annotator.close()
+        viewer.close()
+        return 0 if widget.annotator is not None else 1
+    napari.run()
+    return 0
+
+
+def _evaluation_instances(dataset: str, data_root: str | None) -> list:
+    """A benchmark (grabcut, berkeley), a held-out domain by name (sstem, cvppp, dsb2018: the
+    objects the default never trained on) or a folder."""
+    from . import evaluation as E
+    from .training.data import validation_instances
+    from .training.sources import HELD_OUT_DOMAINS, held_out_domain
+
+    if dataset not in HELD_OUT_DOMAINS:
+        return E.load_dataset(dataset, data_root)
+    from .evaluation.datasets import data_root as root_of
+
+    pairs = held_out_domain(dataset, root_of(data_root, dataset))
+    return validation_instances(pairs, limit=None)
+
+
 def _evaluate(args) -> int:
     from . import evaluation as E
 
-    instances = E.load_dataset(args.dataset, args.data_root)
-    if args.limit:
+    instances = _evaluation_instances(str(args.dataset), args.data_root)
+    if args.limit is not None:
         instances = instances[:args.limit]
     out = Path(args.out)
     summaries = {}
@@ -309,6 +344,21 @@ def _predict(args) -> int:
             dist.destroy_process_group()
 
 
+def at_least(low: int):
+    """An argparse type: an integer >= ``low``, else a one-line usage error saying so."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .training.config import TrainConfig
 
@@ -338,24 +388,36 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("name", help="the fine-tuned model's file name")
     remove.set_defaults(func=_weights_remove)
 
+    annotate = sub.add_parser("annotate", help="open napari with an image and the IOG annotator started")
+    annotate.add_argument("image", nargs="?", default=None,
+                          help="an image file napari reads, or a sample: photo, microscopy (default: photo)")
+    annotate.add_argument("--model", default=None, help="a zoo name or a model file (default: the bundled model)")
+    annotate.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
+    annotate.add_argument("--check", action="store_true",
+                          help="open, load the model, print what runs, and close (no window is shown)")
+    annotate.set_defaults(func=_annotate)
+
     evaluate = sub.add_parser("evaluate", help="simulated-user evaluation (mIoU@k, NoC@85/90)")
     evaluate.add_argument("--dataset", required=True,
-                          help="grabcut, berkeley, or a folder (GrabCut/Berkeley layout or images/ + labels/)")
+                          help="grabcut, berkeley, a held-out domain (sstem, cvppp, dsb2018: what the default "
+                               "never trained on), or a folder (GrabCut/Berkeley layout or images/ + labels/)")
     evaluate.add_argument("--model", action="append", default=None,
                           help="a zoo name, a checkpoint path, 'box' or 'grabcut'; repeat to compare "
                                f"(default: {zoo.DEFAULT_MODEL}, the model that ships with napari-iog)")
     evaluate.add_argument("--data-root", default=None,
                           help="the folder holding grabcut/ and berkeley/ (default: $NAPARI_IOG_DATA)")
-    evaluate.add_argument("--max-clicks", type=int, default=20)
-    evaluate.add_argument("--limit", type=int, default=0, help="only the first N objects")
-    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--max-clicks", type=at_least(3), default=20,
+                          help="clicks per object, the three first ones included (at least 3; default 20)")
+    evaluate.add_argument("--limit", type=at_least(1), default=None, help="only the first N objects (N >= 1)")
+    evaluate.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     evaluate.add_argument("--precision", default="auto",
                           help="auto (bf16 where the CPU or GPU is fast at it), float32 (the exact network), "
                                "bfloat16 or float16")
     evaluate.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"),
                           help="auto (on a CPU, ONNX Runtime where the warm-up finds it faster and agreeing), "
                                "torch, or onnxruntime (float32, CPU; needs napari-iog[fast])")
-    evaluate.add_argument("--out", default="evaluation")
+    evaluate.add_argument("--out", default="evaluation",
+                          help="folder for the results (JSON per method and dataset, summary, plot)")
     evaluate.add_argument("--no-plot", action="store_true")
     evaluate.add_argument("--postprocess", action="store_true",
                           help="score the cleaned masks the annotator commits (only the clicked piece, inside "
@@ -392,8 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"a zoo name or a checkpoint path (default: {zoo.DEFAULT_MODEL})")
     predict.add_argument("--out", required=True, help="labels.tif or objects.json (COCO)")
     predict.add_argument("--polygons", action="store_true", help="COCO polygons instead of RLE")
-    predict.add_argument("--device", default="auto")
-    predict.add_argument("--batch-size", type=int, default=None, help="objects per forward pass (4 CPU, 16 GPU)")
+    predict.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
+    predict.add_argument("--batch-size", type=at_least(1), default=None,
+                         help="objects per forward pass (default 4 on a CPU, 16 on a GPU)")
     predict.set_defaults(func=_predict)
 
     export = sub.add_parser("export", help="labels to COCO JSON or a label-image TIFF",

@@ -68,8 +68,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                 "containers, and unpickling it could run arbitrary code. napari-iog reads only "
                 "state_dicts and its own checkpoint format.") from err
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint (corrupt, truncated, or another kind "
-            f"of file): {type(err).__name__}: {text.splitlines()[0] if text else ''}") from err
+            f"{path} is not a readable PyTorch checkpoint: it is corrupt, truncated, or another kind "
+            f"of file (torch said {type(err).__name__}: {text.splitlines()[0] if text else 'nothing'})") from err
 
     if isinstance(obj, Mapping) and set(OWN_FORMAT_KEYS) <= set(obj):
         arch = obj["arch"]

@@ -160,3 +160,23 @@ def dsb_pairs(root: str | Path, held_out: bool = False, every: int = 10) -> list
         labels = read_label_image(path).astype(np.int32)
         pairs.append(Pair(f"dsb/{path.stem[:12]}", _rgb_image(root / "images" / path.name), labels, DSB_SOURCE))
     return pairs
+
+
+def held_out_domain(name: str, root: str | Path) -> list[Pair]:
+    """The objects of a domain that the shipped default never trained on, by name: ``sstem``
+    (ssTEM stack1 slices 10-19), ``cvppp`` (CVPPP A1 plants 81 on), ``dsb2018`` (every 10th
+    image), read from ``root`` (the folder that holds sstem_vnc/, cvppp_a1/, dsb2018/)."""
+    from .data import cvppp_pairs, sstem_pairs
+
+    root = Path(root)
+    readers = {"sstem": lambda: sstem_pairs(root / "sstem_vnc", range(10, 20)),
+               "cvppp": lambda: cvppp_pairs(root / "cvppp_a1", range(81, 1000)),
+               "dsb2018": lambda: dsb_pairs(root / "dsb2018", held_out=True)}
+    if name not in readers:
+        raise ValueError(f"unknown domain {name!r}: known are {', '.join(HELD_OUT_DOMAINS)}")
+    return readers[name]()
+
+
+#: ``held_out_domain``'s names, with what each holds.
+HELD_OUT_DOMAINS = {"sstem": "ssTEM stack1 slices 10-19", "cvppp": "CVPPP A1 plants 81 on",
+                    "dsb2018": "DSB2018 every 10th image"}
