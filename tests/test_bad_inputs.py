@@ -95,7 +95,7 @@ BOX_FILES = {
     "NaN": ("x0,y0,x1,y1\nnan,1,10,10\n", "line 2: corner click (1.0, nan) is not a finite coordinate"),
     "an empty cell": ("x0,y0,x1,y1\n,,,\n", "line 2: the box column x0 is empty"),
     "words": ("x0,y0,x1,y1\na,1,10,10\n", "line 2: could not convert"),
-    "a box of no width": ("x0,y0,x1,y1\n5,5,5,20\n", "line 2: the corner clicks span a box only 16 x 1 pixels"),
+    "a box of no width": ("x0,y0,x1,y1\n5,5,5,20\n", "line 2: the box covers only 16 x 1 pixels"),
     "a box off the image": ("x0,y0,x1,y1\n5,5,500,20\n", "line 2: corner click at (row 20, col 500) is outside"),
     "no box columns": ("a,b\n1,2\n", "the header needs box columns"),
     "nothing": ("", "the header needs box columns"),
