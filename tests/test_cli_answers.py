@@ -107,7 +107,8 @@ def test_a_blank_image_gets_a_word(tiny_model):
     (["evaluate", "--dataset", "grabcut", "--max-clicks", "-5"], "--max-clicks: must be at least 3, not -5"),
     (["evaluate", "--dataset", "grabcut", "--max-clicks", "1"], "--max-clicks: must be at least 3, not 1"),
     (["evaluate", "--dataset", "grabcut", "--max-clicks", "many"], "'many' is not a whole number"),
-    (["predict", "i.tif", "--boxes", "b.csv", "--out", "o.tif", "--batch-size", "0"], "--batch-size: must be at least 1"),
+    (["predict", "i.tif", "--boxes", "b.csv", "--out", "o.tif", "--batch-size", "0"],
+     "--batch-size: must be at least 1"),
 ])
 def test_numbers_out_of_range_are_refused_before_any_work(args, said, capsys):
     with pytest.raises(SystemExit) as stop:

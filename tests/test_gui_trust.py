@@ -121,7 +121,7 @@ def test_every_text_of_the_docks_is_readable_at_1280x800(docks):
         QApplication.processEvents()
     for widget in (annotator, finetune):
         widget.native.window().activateWindow()
-        for label in (getattr(widget, "status"), getattr(widget, "message", None), getattr(widget, "help", None)):
+        for label in (widget.status, getattr(widget, "message", None), getattr(widget, "help", None)):
             if label is None or not label.value:
                 continue
             _whole_text_shown(label.native)
