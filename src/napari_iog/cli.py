@@ -109,7 +109,7 @@ def _method(spec: str, device: str, postprocess: bool = False, precision: str = 
 def _annotate(args) -> int:
     import napari
 
-    from ._napari.launch import open_annotator
+    from .launch import open_annotator
 
     viewer, widget = open_annotator(args.image, args.model, args.device, show=not args.check)
     if args.check:          # for scripts and tests: open, load the model, say what runs, close

@@ -1,4 +1,8 @@
-"""``napari-iog annotate [IMAGE]``: napari with an image and the IOG annotator docked and started."""
+"""``napari-iog annotate [IMAGE]``: napari with an image and the IOG annotator docked and started.
+
+The dock comes through napari's plugin manager (as from its Plugins menu), so this module, like
+the CLI, never imports the Qt side of the package itself.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ def open_annotator(image: str | None = None, model: str | None = None, device: s
     """A napari viewer showing ``image`` (a file napari reads, or a sample name: photo,
     microscopy; default: the photo) with the annotator docked and its model loading.
     Returns ``(viewer, annotator widget)``."""
-    import napari
+    import napari  # the plugin's dock comes through napari's plugin manager, not imported here
 
     if image is not None and image not in SAMPLES and not Path(image).exists():
         raise FileNotFoundError(f"{image}: no such file (or give a sample: {', '.join(SAMPLES)})")
