@@ -154,3 +154,28 @@ def test_the_object_in_progress_is_an_outline_unlike_committed_ones(make_napari_
     yellow = [np.abs(_colour_at(shot, viewer, ann.image_layer, (r, c)) - (255, 255, 0)).max() <= 60
               for r, c in zip(rows[::15], cols[::15])]
     assert np.mean(yellow) > 0.5                                         # its outline is drawn
+
+
+@pytest.mark.parametrize("last_prediction_s, inline", [(0.01, True), (0.5, False)])
+def test_a_fast_model_predicts_at_the_click_and_a_slow_one_in_a_worker(annotator, last_prediction_s, inline):
+    """The click path: a model whose last prediction was short runs at once in the GUI thread
+    (the mask is there when the click returns); a slow one leaves the GUI free meanwhile.
+    The time is set, not measured, so a busy machine cannot change the outcome."""
+    import threading
+
+    ann = annotator
+    ann.asynchronous = ann.predictions.asynchronous = True
+    click_object(ann)
+    threads = []
+    predict = ann.predictor.predict
+
+    def recorded(*args, **kwargs):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return predict(*args, **kwargs)
+
+    ann.predictor.predict = recorded
+    ann.predictions.last_task_s = last_prediction_s
+    mouse_click(ann.viewer, world_of(ann.image_layer, (INSIDE[0], INSIDE[1] + 6)))
+    ann.wait()
+    assert threads == [inline]
+    assert ann.session.up_to_date and ann.preview_layer.visible

@@ -56,6 +56,8 @@ class HelperLayers:
             viewer.add_layer(layer)
         viewer.layers.selection.active = self.clicks
         self.clicks.mode = "add"
+        self._drawn_box: tuple | None = None          # what the box layer shows now
+        self._drawn_prediction = None                 # the prediction the outline shows now
 
     def remove(self) -> None:
         for layer in (self.clicks, self.box, self.preview):
@@ -68,15 +70,25 @@ class HelperLayers:
         self.draw_preview(session)
 
     def _draw_clicks(self, s: AnnotationSession, negative: bool) -> None:
+        # Only what differs is set: after a click napari has already added the point itself,
+        # and setting a layer's data again cost tens of ms of the main thread per click.
         layer = self.clicks
-        coords = [self.coordinates.to_layer(layer, (*s.plane, *p)) for _, p in s.clicks]
+        coords = np.array([self.coordinates.to_layer(layer, (*s.plane, *p)) for _, p in s.clicks],
+                          dtype=float).reshape(-1, layer.ndim)
         roles = [r for r, _ in s.clicks]
-        layer.data = np.array(coords, dtype=float).reshape(-1, layer.ndim)
-        layer.features = role_table(roles)
-        if roles:
-            layer.symbol = [ROLE_SYMBOLS[r] for r in roles]
-        layer.refresh_colors(update_color_mapping=False)
-        layer.feature_defaults = {"role": s.next_role(negative)}
+        shown_roles = [str(r) for r in layer.features["role"]] if len(layer.data) else []
+        if coords.shape != np.shape(layer.data) or not np.allclose(coords, layer.data):
+            layer.data = coords
+            shown_roles = None
+        if roles != shown_roles:            # e.g. a Shift+click napari added as the default role
+            layer.features = role_table(roles)
+            layer.refresh_colors(update_color_mapping=False)
+        symbols = [ROLE_SYMBOLS[r] for r in roles]
+        if roles and [str(v) for v in np.atleast_1d(layer.symbol)] != [str(v) for v in symbols]:
+            layer.symbol = symbols
+        role = s.next_role(negative)
+        if str(layer.feature_defaults["role"].iloc[0]) != role:
+            layer.feature_defaults = {"role": role}
 
     def draw_box(self, s: AnnotationSession, guide: tuple[float, float] | None) -> None:
         """The box (or the extreme points' box), and the guide lines while a corner is placed."""
@@ -100,6 +112,10 @@ class HelperLayers:
             for a, b in (((r, -0.5), (r, w - 0.5)), ((-0.5, c), (h - 0.5, c))):
                 shapes.append([to_layer(layer, (*plane, *a)), to_layer(layer, (*plane, *b))])
                 types.append("line")
+        drawn = (tuple(types), tuple(tuple(map(tuple, np.round(np.asarray(sh), 3))) for sh in shapes))
+        if drawn == self._drawn_box:        # unchanged (every inside or correction click): nothing to do
+            return
+        self._drawn_box = drawn
         with layer.events.blocker_all():
             layer.data = []
         if shapes:
@@ -111,10 +127,17 @@ class HelperLayers:
         layer, current = self.preview, s.current
         if current is None:
             layer.visible = False
+            self._drawn_prediction = None
             return
+        if current is self._drawn_prediction and layer.visible:
+            return                          # a redraw after a click: the result for it is still to come
+        self._drawn_prediction = current
         window, mask = current.window, current.window_mask()
-        layer.data = mask.astype(np.uint8).reshape((1,) * len(s.plane) + mask.shape)
         offset = np.array([*s.plane, window.r0, window.c0], dtype=float)
-        layer.scale = self.image_layer.scale
-        layer.translate = np.asarray(self.image_layer.translate) + np.asarray(self.image_layer.scale) * offset
+        translate = np.asarray(self.image_layer.translate) + np.asarray(self.image_layer.scale) * offset
+        if not np.array_equal(layer.scale, self.image_layer.scale):
+            layer.scale = self.image_layer.scale
+        if not np.array_equal(layer.translate, translate):
+            layer.translate = translate
+        layer.data = mask.astype(np.uint8).reshape((1,) * len(s.plane) + mask.shape)
         layer.visible = True
