@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from napari_iog import geometry as G
-from napari_iog.evaluation import initial_clicks
+from napari_iog.evaluation import initial_clicks, next_click
 from napari_iog.models import build_model, load_model, save_model
 from napari_iog.predictor import IOGPredictor
 from napari_iog.training import (
@@ -32,8 +32,9 @@ from napari_iog.training import (
     state_path,
     train,
 )
+from napari_iog.training.corrections import add_corrections, add_guidance_corrections
 from napari_iog.training.events import StepDone, from_json
-from napari_iog.training.loop import add_corrections, weights_digest
+from napari_iog.training.loop import weights_digest
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -197,7 +198,8 @@ def test_loss_and_schedule_are_as_published():
 def test_a_few_steps_lower_the_loss_and_the_checkpoint_loads_and_predicts(tiny_base, tmp_path):
     events = []
     out = tmp_path / "tuned.pt"
-    summary = train(quick_config(tiny_base, out, steps=8, freeze_backbone=False), scenes(4), scenes(1, 10),
+    summary = train(quick_config(tiny_base, out, steps=8, freeze_backbone=False, correction_prob=0.0), scenes(4),
+                    scenes(1, 10),
                     on_event=events.append)
     losses = [e.loss for e in events if isinstance(e, StepDone)]
     assert len(losses) == 8 and np.mean(losses[-2:]) < 0.6 * np.mean(losses[:2])
@@ -263,11 +265,57 @@ def test_simulated_corrections_have_the_right_sign(logit, channel):
     target[:, :, 100:300, 150:350] = 1
     batch = {"x": torch.zeros(1, 5, G.FRAME, G.FRAME), "target": target,
              "clicks": torch.zeros(1, 2, G.FRAME, G.FRAME)}
-    clicks = add_corrections(_ConstantDecoder(logit), batch, np.random.default_rng(0), max_clicks=1)
+    clicks = add_corrections(_ConstantDecoder(logit), batch, np.random.default_rng(0), max_rounds=1)
     r, c = np.unravel_index(int(clicks[0, channel].argmax()), (G.FRAME, G.FRAME))
     assert clicks[0, channel].max() == 255 and clicks[0, 1 - channel].max() == 0
     # missed object -> a positive click in the object; everything predicted -> a negative one outside
     assert bool(target[0, 0, r, c]) == (channel == 0)
+
+
+class _ConstantNetwork(torch.nn.Module):
+    """A plain IOG network that predicts everywhere the same, and records what it was fed."""
+
+    def __init__(self, logit):
+        super().__init__()
+        self.logit, self.seen = logit, []
+
+    def forward(self, x):
+        self.seen.append(x.clone())
+        return torch.full_like(x[:, :1], self.logit)
+
+
+@pytest.mark.parametrize("logit, positive", [(-5.0, True), (5.0, False)])
+def test_plain_iog_networks_get_corrections_drawn_as_the_predictor_draws_them(logit, positive, monkeypatch):
+    """A missed object gets a positive click inside it, drawn with the inside click; a mask
+    that spills everywhere gets a negative one outside, drawn with the outside corners; both
+    maps scaled together, as ``geometry.frame_input`` draws a correction for the predictor."""
+    from napari_iog.training import corrections
+
+    monkeypatch.setattr(corrections, "RANDOM_CLICK_PROB", 0.0)
+    target = torch.zeros(1, 1, G.FRAME, G.FRAME)
+    target[:, :, 100:300, 150:350] = 1
+    inside, outside = np.array([[200.0, 250.0]]), np.array([[60.0, 110.0], [60, 390], [340, 110], [340, 390]])
+    x = torch.zeros(1, 5, G.FRAME, G.FRAME)
+    x[0, 3:5] = torch.from_numpy(G.guidance_maps(inside, outside))
+    batch = {"x": x, "target": target, "inside": torch.tensor(inside[None], dtype=torch.float32),
+             "outside": torch.tensor(outside[None], dtype=torch.float32)}
+    network = _ConstantNetwork(logit)
+    new = add_guidance_corrections(network, batch, np.random.default_rng(0), max_rounds=1)
+    assert torch.equal(network.seen[0], x) and torch.equal(batch["x"], x)      # the batch is not changed
+    added = (new[0, 3:5] - x[0, 3:5]).abs().sum(dim=(1, 2))
+    assert (added[0] > 0) == positive and (added[1] > 0) == (not positive)
+    truth = target[0, 0].numpy() > 0.5
+    (r, c), sign = next_click(np.full(truth.shape, not positive), truth)     # the evaluation's own next click
+    assert sign == positive and truth[r, c] == positive
+    points_in = np.concatenate([inside, [[r, c]]]) if positive else inside
+    points_out = outside if positive else np.concatenate([outside, [[r, c]]])
+    np.testing.assert_allclose(new[0, 3:5].numpy(), G.guidance_maps(points_in, points_out), atol=1e-3)
+
+
+def test_plain_iog_networks_learn_with_simulated_corrections(tiny_base, tmp_path):
+    summary = train(quick_config(tiny_base, tmp_path / "out.pt", steps=2, correction_prob=1.0,
+                                 correction_rounds=2, val_objects=0), scenes(2))
+    assert summary["status"] == "complete" and np.isfinite(summary["final_loss"])
 
 
 def test_bad_inputs_are_refused_clearly(tiny_base, tmp_path):

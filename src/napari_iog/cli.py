@@ -147,7 +147,10 @@ def _evaluate(args) -> int:
     out = Path(args.out)
     summaries = {}
     dataset_tag = Path(str(args.dataset)).name
-    for spec in args.model or [zoo.DEFAULT_MODEL]:
+    specs = args.model or [zoo.DEFAULT_MODEL]
+    if args.vs_grabcut and not {"grabcut", "opencv-grabcut"} & set(specs):
+        specs = [*specs, "opencv-grabcut"]
+    for spec in specs:
         method = _method(spec, args.device, args.postprocess, args.precision, args.backend)
         with _bar(len(instances), f"{method.name} on {dataset_tag}", unit="object") as bar:
             def progress(done, total, result):
@@ -159,10 +162,7 @@ def _evaluate(args) -> int:
         tag = f"{dataset_tag}_{method.name}".replace("/", "_")
         E.write_results(result, out, tag)
         summaries[method.name] = result["summary"]
-    print(f"\n{'method':28s} {'objects':>7s} {'mIoU@3':>7s} {'NoC@85':>7s} {'NoC@90':>7s} {'s/object':>9s}")
-    for name, s in summaries.items():
-        print(f"{name:28s} {s['objects']:7d} {s['miou@3']:7.3f} {s['noc85']:7.2f} {s['noc90']:7.2f} "
-              f"{s['seconds_per_object']:9.2f}")
+    print(E.summary_table(summaries))
     (out / f"{dataset_tag}_summary.json").write_text(json.dumps(summaries, indent=1))
     if not args.no_plot:
         try:
@@ -418,7 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "torch, or onnxruntime (float32, CPU; needs napari-iog[fast])")
     evaluate.add_argument("--out", default="evaluation",
                           help="folder for the results (JSON per method and dataset, summary, plot)")
-    evaluate.add_argument("--no-plot", action="store_true")
+    evaluate.add_argument("--no-plot", action="store_true", help="write no PNG of the curves")
+    evaluate.add_argument("--vs-grabcut", action="store_true",
+                          help="also run OpenCV GrabCut from the same clicks, for its curve beside the models'")
     evaluate.add_argument("--postprocess", action="store_true",
                           help="score the cleaned masks the annotator commits (only the clicked piece, inside "
                                "the box) instead of the network's raw output, which the published figures score")

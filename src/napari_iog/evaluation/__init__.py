@@ -28,11 +28,11 @@ from .datasets import (
 )
 from .methods import BoxBaseline, GrabCutBaseline, IOGMethod
 from .metrics import DEFAULT_MAX_CLICKS, iou, noc, summarize
-from .runner import evaluate, evaluate_instance, plot_curves, write_results
+from .runner import evaluate, evaluate_instance, plot_curves, summary_table, write_results
 
 __all__ = [
     "DEFAULT_MAX_CLICKS", "BoxBaseline", "GrabCutBaseline", "IOGMethod", "Instance", "berkeley_dataset",
     "evaluate", "evaluate_instance", "extreme_points", "folder_dataset", "folder_pairs", "grabcut_dataset",
     "initial_clicks", "iou", "labels_instances", "load_dataset", "next_click", "noc", "plot_curves",
-    "summarize", "write_results",
+    "summarize", "summary_table", "write_results",
 ]

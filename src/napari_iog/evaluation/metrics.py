@@ -27,9 +27,14 @@ def summarize(per_instance: Sequence[dict[str, Any]], first_click: int = 3) -> d
     if ious.size == 0:
         raise ValueError("no objects were evaluated")
     curve = ious.mean(axis=0)
+    corrections = sum(r.get("corrections", 0) for r in per_instance)
+    worse = sum(r.get("worse", 0) for r in per_instance)
+    at = {f"miou@{k}": float(curve[k - 1]) if len(curve) >= k else None for k in (3, 5, 10, 20)}
     return {"objects": len(per_instance), "first_click": first_click,
-            "miou_at": {k + 1: float(v) for k, v in enumerate(curve)},
-            "miou@3": float(curve[2]) if len(curve) >= 3 else None,
+            "miou_at": {k + 1: float(v) for k, v in enumerate(curve)}, **at,
+            # objects whose IoU never reached 0.90 within the clicks, and corrections that lowered it
+            "never90": float(np.mean(ious.max(axis=1) < 0.90)),
+            "worse_corrections": worse / corrections if corrections else 0.0, "corrections": corrections,
             "miou_first": float(curve[first_click - 1]) if len(curve) >= first_click else None,
             "noc85": float(np.mean([r["noc85"] for r in per_instance])),
             "noc90": float(np.mean([r["noc90"] for r in per_instance])),

@@ -15,6 +15,9 @@ from .clicks import extreme_points, initial_clicks, next_click
 from .datasets import Instance
 from .metrics import DEFAULT_MAX_CLICKS, iou, noc, summarize
 
+#: A correction "made the mask worse" when the IoU fell by more than this (not by rounding).
+WORSE_BY = 1e-4
+
 
 def evaluate_instance(method, instance: Instance, max_clicks: int = DEFAULT_MAX_CLICKS) -> dict[str, Any]:
     """Simulate one user on one object; returns per-click IoUs (index k-1 for click k) and NoC."""
@@ -27,6 +30,7 @@ def evaluate_instance(method, instance: Instance, max_clicks: int = DEFAULT_MAX_
     start = time.perf_counter()
     prediction = method.segment(instance.image, clicks)
     ious.append(iou(prediction, mask, ignore))
+    corrections = worse = 0
     while len(ious) < max_clicks:
         click = next_click(prediction, mask, ignore) if method.takes_corrections() else None
         if click is None:   # no error left, or a method without corrections: the result stays
@@ -36,8 +40,11 @@ def evaluate_instance(method, instance: Instance, max_clicks: int = DEFAULT_MAX_
         clicks["positive" if positive else "negative"].append(point)
         prediction = method.segment(instance.image, clicks)
         ious.append(iou(prediction, mask, ignore))
+        corrections += 1
+        worse += int(ious[-1] < ious[-2] - WORSE_BY)
     return {"name": instance.name, "ious": ious, "noc85": noc(ious, 0.85, max_clicks),
-            "noc90": noc(ious, 0.90, max_clicks), "seconds": time.perf_counter() - start}
+            "noc90": noc(ious, 0.90, max_clicks), "corrections": corrections, "worse": worse,
+            "seconds": time.perf_counter() - start}
 
 
 def evaluate(method, instances: Iterable[Instance], max_clicks: int = DEFAULT_MAX_CLICKS,
@@ -78,6 +85,8 @@ def plot_curves(summaries: dict[str, dict[str, Any]], path: str | Path, title: s
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for label, summary in summaries.items():
+        if not summary.get("miou_at"):
+            continue
         first = summary.get("first_click", 1)
         ks = [k for k in map(int, summary["miou_at"]) if k >= first]
         ax.plot(ks, [summary["miou_at"][k] if k in summary["miou_at"] else summary["miou_at"][str(k)]
@@ -91,3 +100,19 @@ def plot_curves(summaries: dict[str, dict[str, Any]], path: str | Path, title: s
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def summary_table(summaries: dict[str, dict[str, Any]]) -> str:
+    """The click curve's main points, a line per method, as the CLI prints them."""
+    def at(s, k):
+        value = s.get(f"miou@{k}")
+        return f"{value:7.3f}" if value is not None else f"{'-':>7s}"
+
+    lines = [f"\n{'method':26s} {'objects':>7s} {'mIoU@3':>7s} {'@5':>7s} {'@10':>7s} {'NoC@85':>7s} "
+             f"{'NoC@90':>7s} {'never90':>7s} {'worse':>6s} {'s/obj':>6s}"]
+    for name, s in summaries.items():
+        lines.append(f"{name:26s} {s['objects']:7d} {at(s, 3)} {at(s, 5)} {at(s, 10)} {s['noc85']:7.2f} "
+                     f"{s['noc90']:7.2f} {s['never90']:7.1%} {s['worse_corrections']:6.1%} "
+                     f"{s['seconds_per_object']:6.2f}")
+    lines.append("never90: objects never at IoU 0.90 within the clicks; worse: corrections after which the IoU fell")
+    return "\n".join(lines)

@@ -67,7 +67,10 @@ class TrainConfig:
                            group="data")
     augment: bool = option(True, "flips, rotations and scaling of the training objects (on)")
     jitter: bool = option(True, "jitter the simulated box and inside click (on)")
-    correction_prob: float = option(0.5, "refinement models: share of batches with simulated corrections (0.5)")
+    correction_prob: float = option(0.5, "share of batches with simulated corrections: the model's own "
+                                    "prediction, the next click at its largest error, drawn as the predictor "
+                                    "draws it (0.5; 0: the three first clicks only)")
+    correction_rounds: int = option(3, "at most this many correction rounds in such a batch (3)")
     workers: int = option(0, "data-loading processes (0)")
     checkpoint_every: int = option(0, "also save every N steps")
     val_every: int = option(0, "also validate every N steps")
@@ -88,6 +91,8 @@ class TrainConfig:
             raise TrainingError(f"lr must be positive, got {self.lr}")
         if not 0.0 <= self.correction_prob <= 1.0:
             raise TrainingError(f"correction_prob must be in [0, 1], got {self.correction_prob}")
+        if self.correction_rounds < 1:
+            raise TrainingError(f"correction_rounds must be at least 1, got {self.correction_rounds}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -319,6 +319,9 @@ class InstanceDataset(torch.utils.data.Dataset):
         sample = {"x": x, "target": target}
         if self.refine:
             sample["clicks"] = clicks
+        else:   # the points the guidance maps were drawn from, for simulated corrections
+            sample["inside"] = torch.from_numpy(G.to_frame([inside], crop).astype(np.float32))
+            sample["outside"] = torch.from_numpy(G.outside_points(box, crop).astype(np.float32))
         return sample
 
 

@@ -40,11 +40,12 @@ from torch import nn
 
 from .. import __version__, zoo
 from .. import geometry as G
-from ..evaluation import IOGMethod, evaluate, next_click
+from ..evaluation import IOGMethod, evaluate
 from ..models import ARCHITECTURES, IOGRefineNetwork, build_model, load_model, save_model
 from ..models.checkpoint import atomic_save, state_path
 from ..models.devices import distributed_context
 from .config import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, TrainConfig, TrainingError
+from .corrections import add_corrections, add_guidance_corrections
 from .data import InstanceDataset, Pair, validation_instances
 from .events import CheckpointSaved, StepDone, TrainingEnded, TrainingEvent, TrainingStarted, Validated
 
@@ -130,35 +131,6 @@ def validate(model: nn.Module, instances, device: torch.device) -> float | None:
     predictor = IOGPredictor(frozen, device=device, precision="float32", warmup=False)
     summary = evaluate(IOGMethod(predictor), instances, max_clicks=3)["summary"]
     return float(summary["miou@3"])
-
-
-def add_corrections(model: nn.Module, batch: dict[str, torch.Tensor], rng: np.random.Generator,
-                    max_clicks: int = 3) -> torch.Tensor:
-    """Simulated correction clicks for refinement models: run the model, put the next click at
-    the most interior pixel of the largest error region (positive when it is in the object),
-    draw it into the click maps; 1..``max_clicks`` rounds."""
-    clicks = batch["clicks"].clone()
-    target = batch["target"][:, 0].cpu().numpy() > 0.5
-    rounds = int(rng.integers(1, max_clicks + 1))
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        features = model.encode(batch["x"])
-        for _ in range(rounds):
-            predicted = (model.decode(features, clicks) > 0)[:, 0].cpu().numpy()
-            maps = clicks.cpu().numpy()
-            for i in range(len(target)):
-                click = next_click(predicted[i], target[i])
-                if click is None:
-                    continue
-                point, positive = click
-                point = np.array([point], dtype=np.float64)
-                none = np.zeros((0, 2))
-                maps[i] = G.add_clicks(maps[i], point if positive else none, none if positive else point,
-                                       quantise=True)
-            clicks = torch.from_numpy(maps).to(batch["x"].device)
-    model.train(was_training)
-    return clicks
 
 
 # --- distributed ----------------------------------------------------------------------------------
@@ -308,10 +280,12 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
             last_micro = micro % config.accumulate == 0
             sync = model.no_sync() if (world > 1 and not last_micro) else nullcontext()
             with sync:
-                if refine and config.correction_prob > 0:
-                    rng = np.random.default_rng([config.seed, step, micro, rank])
+                if config.correction_prob > 0:
+                    # by optimizer step and micro-batch within it: a resumed run draws the same clicks
+                    rng = np.random.default_rng([config.seed, step, micro % config.accumulate, rank])
                     if rng.random() < config.correction_prob:
-                        batch["clicks"] = add_corrections(module, batch, rng)
+                        simulate = add_corrections if refine else add_guidance_corrections
+                        batch[("clicks" if refine else "x")] = simulate(module, batch, rng, config.correction_rounds)
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     if refine:
                         fine, coarse = model(batch["x"], batch["clicks"], return_coarse=True)
