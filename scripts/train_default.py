@@ -182,6 +182,11 @@ def main(argv=None) -> int:
                         help="seed of the held-out split (default --seed); keep it across stages")
     parser.add_argument("--half", action="store_true", help="store float16 weights (half the file)")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--freeze-bn", action="store_true",
+                        help="keep BatchNorm statistics fixed (a further stage from --init)")
+    parser.add_argument("--correction-prob", type=float, default=0.5,
+                        help="share of batches with simulated corrections (see napari-iog train --help)")
+    parser.add_argument("--correction-rounds", type=int, default=3)
     parser.add_argument("--max-clicks", type=int, default=20)
     parser.add_argument("--data-root", type=Path, default=DATA)
     args = parser.parse_args(argv)
@@ -221,8 +226,9 @@ def main(argv=None) -> int:
                              lr=args.lr, warmup_steps=args.warmup_steps, device=args.device, amp=args.amp,
                              workers=args.workers,
                              val_every=args.val_every, checkpoint_every=args.checkpoint_every,
-                             val_objects=200, seed=args.seed, freeze_bn=False, resume=args.resume,
-                             half=args.half)
+                             val_objects=200, seed=args.seed, freeze_bn=args.freeze_bn, resume=args.resume,
+                             half=args.half, correction_prob=args.correction_prob,
+                             correction_rounds=args.correction_rounds)
         summary = train(config, train_pairs, val_pairs,
                         on_event=lambda e: print(to_json(e), flush=True) if e.kind != "step"
                         or e.step % 50 == 0 else None,
