@@ -81,3 +81,29 @@ def test_cli_predict_and_train_default_to_it(tmp_path, empty_cache):
 
     args = build_parser().parse_args(["train", "--images", "i", "--labels", "l", "--out", "o.pt"])
     assert args.base == zoo.DEFAULT_MODEL
+
+
+@pytest.mark.parametrize("image_name, corners, inside", [
+    ("astronaut", ((12, 150), (215, 322)), (130, 240)),        # her head
+    ("coffee", ((20, 40), (380, 560)), (200, 300)),             # the cup
+])
+def test_correction_clicks_are_respected_on_real_images(default_predictor, image_name, corners, inside):
+    """After a positive click the pixel under it is in the mask, after a negative click it is
+    not, whatever the network made of the click (the bundled model on scikit-image's photos)."""
+    from scipy import ndimage
+    from skimage import data
+
+    image = getattr(data, image_name)()
+    first = default_predictor.predict(image, corners=corners, inside=inside)
+    box = np.zeros(first.mask.shape, bool)
+    box[corners[0][0]:corners[1][0] + 1, corners[0][1]:corners[1][1] + 1] = True
+    missed = box & ~ndimage.binary_dilation(first.mask, iterations=6)        # well off the mask, in the box
+    taken = ndimage.binary_erosion(first.mask, iterations=6)                  # well inside the mask
+    taken[max(inside[0] - 10, 0):inside[0] + 10, max(inside[1] - 10, 0):inside[1] + 10] = False
+    assert missed.any() and taken.any()
+    positive = tuple(int(v) for v in np.argwhere(missed)[len(np.argwhere(missed)) // 2])
+    negative = tuple(int(v) for v in np.argwhere(taken)[len(np.argwhere(taken)) // 2])
+    corrected = default_predictor.predict(image, corners=corners, inside=inside, positive=[positive],
+                                          negative=[negative])
+    assert corrected.mask[positive] and not corrected.mask[negative]
+    assert iou(corrected.mask, first.mask) > 0.5                 # a correction, not a new object

@@ -155,3 +155,36 @@ def test_a_named_benchmark_must_be_told_where_it_is(monkeypatch, tmp_path, capsy
     monkeypatch.chdir(tmp_path)
     assert cli(["evaluate", "--dataset", "grabcut", "--model", "box"]) == 1
     assert "--data-root" in capsys.readouterr().err
+
+
+class _Scripted:
+    """A method whose masks are given in advance, one per click (for the curve's figures)."""
+
+    name, first_click = "scripted", 3
+
+    def __init__(self, masks):
+        self.masks = list(masks)
+
+    def segment(self, image, clicks):
+        return self.masks.pop(0) if len(self.masks) > 1 else self.masks[0]
+
+    def takes_corrections(self):
+        return True
+
+
+def test_the_summary_counts_objects_never_at_090_and_corrections_that_made_it_worse():
+    truth = np.zeros((40, 40), bool)
+    truth[10:30, 10:30] = True
+    half, most, worse = truth.copy(), truth.copy(), truth.copy()
+    half[20:30] = False                                  # IoU 0.5
+    most[28:30] = False                                  # IoU 0.9
+    worse[15:30] = False                                 # IoU 0.25: this correction lost ground
+    instance = E.Instance("square", np.zeros((40, 40, 3), np.uint8), truth)
+    reaches = E.evaluate_instance(_Scripted([half, worse, most]), instance, max_clicks=6)
+    stuck = E.evaluate_instance(_Scripted([half, half]), instance, max_clicks=6)
+    assert reaches["corrections"] == 3 and reaches["worse"] == 1 and stuck["worse"] == 0
+    summary = E.summarize([reaches, stuck])
+    assert summary["never90"] == 0.5
+    assert summary["worse_corrections"] == pytest.approx(1 / (reaches["corrections"] + stuck["corrections"]))
+    assert summary["miou@5"] == pytest.approx((0.9 + 0.5) / 2)
+    assert "never90" in E.summary_table({"scripted": summary})

@@ -291,15 +291,21 @@ def paste(crop_values: np.ndarray, crop: Box, shape: Sequence[int], dtype=np.flo
     return out
 
 
+#: Radius in image pixels of the disk a correction click decides, whatever the network says.
+CLICK_RADIUS = 2
+
+
 def clean_mask(crop_mask: np.ndarray, crop: Box, box: Box, inside: Sequence[Sequence[int]],
-               positive: Sequence[Sequence[int]] = ()) -> np.ndarray:
+               positive: Sequence[Sequence[int]] = (), negative: Sequence[Sequence[int]] = ()) -> np.ndarray:
     """What the user told the network, applied to its mask (all points in image pixels).
 
     The object lies in the clicked ``box``: pixels outside it go, except that a positive click
     outside the box widens it to take that click in. Of what is left, the pieces (8-connected)
     under an inside or positive click stay; if no click lies on the mask, the largest piece is
     the object. Everything else (stray lines at the crop edge, specks on similar colours)
-    goes. Returns a new bool array of ``crop_mask``'s shape.
+    goes. Last, a correction click is respected where it was made: a disk of
+    :data:`CLICK_RADIUS` around a positive click is in the object, around a negative click it
+    is not (the negative wins where they meet). Returns a new bool array of ``crop_mask``'s shape.
     """
     rows = [box.r0, box.r1, *(p[0] for p in positive)]
     cols = [box.c0, box.c1, *(p[1] for p in positive)]
@@ -308,11 +314,23 @@ def clean_mask(crop_mask: np.ndarray, crop: Box, box: Box, inside: Sequence[Sequ
     region = allowed.slices_within(crop)
     kept[region] = crop_mask[region]
     parts, count = ndimage.label(kept, structure=np.ones((3, 3), bool))
-    if count <= 1:
-        return kept
-    seeds = {int(parts[r - crop.r0, c - crop.c0]) for r, c in (*inside, *positive)
-             if crop.contains((r, c))} - {0}
-    if not seeds:
-        seeds = {int(np.argmax(np.bincount(parts.ravel())[1:])) + 1}
-    return np.isin(parts, sorted(seeds))
+    if count > 1:
+        seeds = {int(parts[r - crop.r0, c - crop.c0]) for r, c in (*inside, *positive)
+                 if crop.contains((r, c))} - {0}
+        if not seeds:
+            seeds = {int(np.argmax(np.bincount(parts.ravel())[1:])) + 1}
+        kept = np.isin(parts, sorted(seeds))
+    for points, value in ((positive, True), (negative, False)):
+        for r, c in points:
+            _paint_disk(kept, r - crop.r0, c - crop.c0, CLICK_RADIUS, value)
+    return kept
+
+
+def _paint_disk(mask: np.ndarray, r: int, c: int, radius: int, value: bool) -> None:
+    r0, r1 = max(r - radius, 0), min(r + radius + 1, mask.shape[0])
+    c0, c1 = max(c - radius, 0), min(c + radius + 1, mask.shape[1])
+    if r0 >= r1 or c0 >= c1:
+        return
+    yy, xx = np.ogrid[r0:r1, c0:c1]
+    mask[r0:r1, c0:c1][(yy - r) ** 2 + (xx - c) ** 2 <= radius ** 2] = value
 

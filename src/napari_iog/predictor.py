@@ -69,7 +69,7 @@ class Prediction:
         if not self.postprocess or "inside" not in self.clicks:
             return self.raw_crop_mask
         return G.clean_mask(self.raw_crop_mask, self.crop_box, self.box, self.clicks["inside"],
-                            self.clicks.get("positive", ()))
+                            self.clicks.get("positive", ()), self.clicks.get("negative", ()))
 
     @cached_property
     def probability(self) -> np.ndarray:
