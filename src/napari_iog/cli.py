@@ -123,6 +123,11 @@ def _annotate(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from .serve.main import serve
+    return serve(args.model, args.device, args.host, args.port, args.token, args.no_token)
+
+
 def _evaluation_instances(dataset: str, data_root: str | None) -> list:
     """A benchmark (grabcut, berkeley), a held-out domain by name (sstem, cvppp, dsb2018: the
     objects the default never trained on) or a folder."""
@@ -396,6 +401,15 @@ def build_parser() -> argparse.ArgumentParser:
     annotate.add_argument("--check", action="store_true",
                           help="open, load the model, print what runs, and close (no window is shown)")
     annotate.set_defaults(func=_annotate)
+
+    serve = sub.add_parser("serve", help="the model as an HTTP service for annotators elsewhere (extra: serve)")
+    serve.add_argument("--model", default=None, help="a zoo name or a model file (default: the bundled model)")
+    serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    serve.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default): this machine only")
+    serve.add_argument("--port", type=at_least(1), default=8765)
+    serve.add_argument("--token", default=None, help="default: $NAPARI_IOG_TOKEN, else one made at the first start")
+    serve.add_argument("--no-token", action="store_true", help="serve without a token (trusted networks only)")
+    serve.set_defaults(func=_serve)
 
     evaluate = sub.add_parser("evaluate", help="simulated-user evaluation (mIoU@k, NoC@85/90)")
     evaluate.add_argument("--dataset", required=True,

@@ -1,0 +1,142 @@
+"""``RemotePredictor``: the predictor of a ``napari-iog serve`` server, called over HTTP with
+``IOGPredictor``'s interface (``predict``, ``predict_batch``), so the annotation session cannot
+tell them apart.
+
+Only the crop the network needs travels (the clicked box grown by ``RELAX`` px, read here as
+RGB 0..255 the way the local predictor reads it, so a 50k x 50k dask image is never loaded),
+with the clicks in the crop's pixels; the server answers the crop's probability. The mask
+is cleaned here (``postprocess``) exactly as a local prediction is. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import geometry as G
+from .predictor import DEFAULT_THRESHOLD, Prediction, _ImageReader
+from .prompt import Prompt
+from .remote_codec import decode_array, encode_array
+
+TOKEN_ENV = "NAPARI_IOG_TOKEN"
+#: the largest answer accepted (a 4096 x 4096 crop's probability as float16)
+MAX_ANSWER_BYTES = 2 * 4096 * 4096 + 1024
+
+
+class RemoteError(RuntimeError):
+    """The server could not be reached, refused the request, or failed; nothing was changed."""
+
+
+class RemotePredictor:
+    """Predict with the model of a ``napari-iog serve`` server at ``url`` (``http://host:port``).
+
+    ``token``: the server's access token (default: ``$NAPARI_IOG_TOKEN``). ``timeout``: seconds
+    for one request. ``last_timings`` holds the last click's network and round-trip seconds.
+    """
+
+    is_dextr = False
+    is_refine = False
+    backend = "remote"
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0, postprocess: bool = True):
+        self.url = url.rstrip("/")
+        self.token = token if token is not None else os.environ.get(TOKEN_ENV)
+        self.timeout = float(timeout)
+        self.postprocess = bool(postprocess)
+        self.last_timings: dict[str, float] = {}
+        info = self._call("GET", "/info")
+        self.info = info
+        self.arch, self.card = info["arch"], dict(info.get("card") or {})
+        self.precision = info.get("precision", "float32")
+        self.device = f"{info.get('device', '?')} at {self.url}"
+        self.threshold = float(info.get("threshold", DEFAULT_THRESHOLD))
+        if info.get("dextr"):
+            raise RemoteError(f"the server at {self.url} runs a DEXTR model; the client takes IOG models")
+
+    # --- the predictor's interface ---------------------------------------------------------------
+
+    def predict(self, image, corners=None, inside=None, positive=(), negative=(), *, prompt: Prompt | None = None,
+                threshold: float | None = None, channels: Sequence[int] | None = None,
+                contrast_limits: Sequence[float] | None = None, postprocess: bool | None = None) -> Prediction:
+        reader = _ImageReader.of(image, channels, contrast_limits)
+        if prompt is None:
+            if corners is None or inside is None:
+                raise G.ClickError("a prompt needs two corner clicks and at least one inside click")
+            prompt = Prompt.check(reader.shape, corners, inside, positive, negative)
+        return self._predict_many(reader, [prompt.on(reader.shape)], threshold, postprocess)[0]
+
+    def predict_batch(self, image, prompts: Sequence[Prompt | Mapping[str, Any]], *, batch_size: int | None = None,
+                      threshold: float | None = None, channels: Sequence[int] | None = None,
+                      contrast_limits: Sequence[float] | None = None,
+                      postprocess: bool | None = None) -> list[Prediction]:
+        reader = _ImageReader.of(image, channels, contrast_limits)
+        checked = [p.on(reader.shape) if isinstance(p, Prompt) else Prompt.from_mapping(reader.shape, p)
+                   for p in prompts]
+        return self._predict_many(reader, checked, threshold, postprocess)
+
+    def predict_extreme(self, *args, **kwargs):
+        raise ValueError("a remote IOG model takes a box and an inside click, not extreme points")
+
+    def clear_cache(self) -> None:
+        """Nothing is cached here (the server keeps what it keeps)."""
+
+    # --- the wire -----------------------------------------------------------------------------
+
+    def _predict_many(self, reader, prompts: Sequence[Prompt], threshold, postprocess) -> list[Prediction]:
+        threshold = self.threshold if threshold is None else float(threshold)
+        postprocess = self.postprocess if postprocess is None else bool(postprocess)
+        objects = []
+        for prompt in prompts:
+            crop = prompt.crop
+            rgb = np.clip(np.rint(reader.crop_rgb(crop)), 0, 255).astype(np.uint8)
+            shift = np.array([crop.r0, crop.c0])
+            objects.append({"crop": encode_array(rgb),
+                            "corners": (np.array(prompt.corners) - shift).tolist(),
+                            "inside": (np.array(prompt.inside) - shift).tolist(),
+                            "positive": (np.array(prompt.positive).reshape(-1, 2) - shift).tolist(),
+                            "negative": (np.array(prompt.negative).reshape(-1, 2) - shift).tolist()})
+        start = time.perf_counter()
+        answer = self._call("POST", "/predict_many", {"objects": objects})
+        round_trip = time.perf_counter() - start
+        results = []
+        for prompt, item in zip(prompts, answer["objects"]):
+            probability = decode_array(item["probability"], MAX_ANSWER_BYTES).astype(np.float32)
+            if probability.shape != (prompt.crop.height, prompt.crop.width):
+                raise RemoteError(f"the server answered a {probability.shape} crop for a "
+                                  f"{(prompt.crop.height, prompt.crop.width)} one")
+            result = Prediction(probability, prompt.crop, prompt.box, reader.shape, threshold, prompt.clicks(),
+                                postprocess=postprocess)
+            result.timings = {"network": float(item.get("seconds", 0.0)), "round_trip": round_trip / len(prompts)}
+            results.append(result)
+        self.last_timings = {"network": float(answer.get("seconds", 0.0)), "round_trip": round_trip}
+        return results
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            detail = err.read().decode(errors="replace")[:500]
+            try:
+                detail = json.loads(detail).get("detail", detail)
+            except (ValueError, AttributeError):
+                pass
+            if err.code == 401:
+                raise RemoteError(f"the server at {self.url} refused the token: give the one it printed at its "
+                                  f"first start (token=..., or ${TOKEN_ENV})") from err
+            raise RemoteError(f"the server at {self.url} answered {err.code}: {detail}") from err
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise RemoteError(f"the server at {self.url} cannot be reached ({reason}); nothing was changed") from err

@@ -1,0 +1,128 @@
+"""The FastAPI app around one predictor: ``/health`` (open), ``/info``, ``/predict``,
+``/predict_many`` (token), and the OpenAPI schema at ``/openapi.json``.
+
+A request carries each object's crop (RGB uint8, the box grown by ``RELAX`` px, as
+:class:`~napari_iog.remote.RemotePredictor` reads it) and its clicks in the crop's pixels; the
+answer is the crop's probability (float16 ``.npy``, zlib, base64). Nothing is unpickled, and
+request size, crop size and clicks are limited; malformed input is a 4xx with the reason.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from .. import geometry as G
+from ..prompt import Prompt
+from ..remote_codec import BadArray, decode_array, encode_array
+from .auth import token_matches
+
+Point = list[float]
+
+
+@dataclass
+class Limits:
+    max_body_bytes: int = 64 << 20          # one request
+    max_crop_side: int = 4096               # pixels, each side of a crop
+    max_clicks: int = 64                    # corrections of one object
+    max_objects: int = 64                   # objects of one request
+
+
+class ObjectRequest(BaseModel):
+    crop: str = Field(description="the crop, RGB uint8 (rows, cols, 3), as a zlib-compressed .npy in base64")
+    corners: list[Point] = Field(description="two opposite corners of the box (row, col) in the crop")
+    inside: list[Point] = Field(description="the inside click(s)")
+    positive: list[Point] = Field(default_factory=list)
+    negative: list[Point] = Field(default_factory=list)
+
+
+class ManyRequest(BaseModel):
+    objects: list[ObjectRequest]
+
+
+def make_app(predictor, token: str | None, limits: Limits | None = None) -> FastAPI:
+    """The app serving ``predictor``; ``token`` None serves without one (never by default)."""
+    limits = limits or Limits()
+    lock = threading.Lock()         # one network call at a time on the predictor
+    app = FastAPI(title="napari-iog", description="IOG segmentation from clicks, for napari-iog's annotator")
+
+    @app.middleware("http")
+    async def limit_size(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
+            return JSONResponse({"detail": f"the request is larger than {limits.max_body_bytes} bytes"}, 413)
+        return await call_next(request)
+
+    def authorised(request: Request) -> None:
+        if token is None:
+            return
+        header = request.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else None
+        if not token_matches(given, token):
+            raise HTTPException(401, "a valid token is needed: Authorization: Bearer <token>")
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/info", dependencies=[Depends(authorised)])
+    def info() -> dict:
+        p = predictor
+        return {"arch": p.arch, "card": {k: v for k, v in (p.card or {}).items() if k in ("name", "base", "steps")},
+                "device": str(p.device), "precision": p.precision, "backend": getattr(p, "backend", "torch"),
+                "threshold": p.threshold, "dextr": p.is_dextr, "limits": asdict(limits)}
+
+    def run(objects: list[ObjectRequest]) -> dict:
+        if not objects or len(objects) > limits.max_objects:
+            raise HTTPException(422, f"send 1 to {limits.max_objects} objects, not {len(objects)}")
+        crops, prompts = [], []
+        for n, item in enumerate(objects):
+            crop = _crop_of(item, limits, n)
+            if len(item.positive) + len(item.negative) > limits.max_clicks:
+                raise HTTPException(422, f"object {n}: more than {limits.max_clicks} correction clicks")
+            try:
+                prompts.append(dict(corners=item.corners, inside=item.inside, positive=item.positive,
+                                    negative=item.negative))
+                Prompt.check(crop.shape[:2], **prompts[-1])
+            except (G.ClickError, ValueError, TypeError) as err:
+                raise HTTPException(422, f"object {n}: {err}") from err
+            crops.append(crop)
+        answers, start = [], time.perf_counter()
+        with lock:
+            for crop, prompt in zip(crops, prompts):
+                began = time.perf_counter()
+                result = predictor.predict(crop, **prompt, postprocess=False)
+                answers.append({"probability": encode_array(result.crop_probability.astype(np.float16)),
+                                "seconds": time.perf_counter() - began})
+        return {"objects": answers, "seconds": time.perf_counter() - start}
+
+    @app.post("/predict", dependencies=[Depends(authorised)])
+    def predict(item: ObjectRequest) -> dict:
+        answer = run([item])
+        return {**answer["objects"][0], "seconds": answer["seconds"]}
+
+    @app.post("/predict_many", dependencies=[Depends(authorised)])
+    def predict_many(request: ManyRequest) -> dict:
+        return run(request.objects)
+
+    return app
+
+
+def _crop_of(item: ObjectRequest, limits: Limits, n: int) -> np.ndarray:
+    side = limits.max_crop_side
+    try:
+        crop = decode_array(item.crop, side * side * 3 + 1024)
+    except BadArray as err:
+        raise HTTPException(422, f"object {n}: the crop is {err}") from err
+    if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
+        raise HTTPException(422, f"object {n}: the crop must be RGB uint8 (rows, cols, 3), not {crop.dtype} "
+                                 f"{crop.shape}")
+    if max(crop.shape[:2]) > side or min(crop.shape[:2]) < 2:
+        raise HTTPException(422, f"object {n}: a crop side must be 2..{side} pixels, not {crop.shape[:2]}")
+    return crop

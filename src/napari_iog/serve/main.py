@@ -1,0 +1,33 @@
+"""``napari-iog serve``: load the model, make or read the token, run uvicorn."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ..remote import TOKEN_ENV
+
+
+def serve(model: str | None, device: str, host: str, port: int, token: str | None = None,
+          no_token: bool = False) -> int:
+    import uvicorn
+
+    from ..predictor import IOGPredictor
+    from .app import make_app
+    from .auth import load_or_make_token, token_path
+
+    token = token or os.environ.get(TOKEN_ENV)
+    if no_token:
+        token = None
+        print("napari-iog serve: WITHOUT a token: anyone who reaches this port can use the model",
+              file=sys.stderr)
+    elif token is None:
+        token, made = load_or_make_token()
+        if made:
+            print(f"napari-iog serve: the access token (shown once; kept in {token_path()}, readable by you "
+                  f"only):\n  {token}\nclients: RemotePredictor(url, token=...) or ${TOKEN_ENV}", flush=True)
+    predictor = IOGPredictor(model, device=device)
+    print(f"napari-iog serve: {predictor.arch} on {predictor.device} ({predictor.precision}) at "
+          f"http://{host}:{port}", flush=True)
+    uvicorn.run(make_app(predictor, token), host=host, port=port, log_level="warning")
+    return 0

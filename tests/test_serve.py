@@ -1,0 +1,161 @@
+"""`napari-iog serve` and its client: a real uvicorn server on a free loopback port (no mock of
+the HTTP layer), stopped by the test."""
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from conftest import calibrate, synthetic_scene
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+
+from napari_iog import build_model  # noqa: E402
+from napari_iog.predictor import IOGPredictor  # noqa: E402
+from napari_iog.remote import RemoteError, RemotePredictor  # noqa: E402
+from napari_iog.remote_codec import encode_array  # noqa: E402
+from napari_iog.serve import Limits, load_or_make_token, make_app  # noqa: E402
+from napari_iog.session import AnnotationSession  # noqa: E402
+
+TOKEN = "a-test-token-of-some-length"
+CORNERS, INSIDE = ((55, 65), (185, 235)), (120, 150)
+
+
+@pytest.fixture(scope="module")
+def local():
+    network = calibrate(build_model("iog-resnet18", {"psp_channels": 32, "head_channels": 16}, seed=3))
+    return IOGPredictor(network, device="cpu", precision="float32", backend="torch", warmup=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """uvicorn in a thread on 127.0.0.1, stopped by :meth:`stop`."""
+
+    def __init__(self, app):
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(local):
+    running = Server(make_app(local, TOKEN, Limits(max_crop_side=1024, max_clicks=8)))
+    yield running
+    running.stop()
+
+
+def post(url, body, token=TOKEN, raw=None):
+    request = urllib.request.Request(url, data=raw if raw is not None else json.dumps(body).encode(), method="POST")
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def test_the_remote_predictor_gives_the_local_mask(server, local):
+    image, _ = synthetic_scene()
+    remote = RemotePredictor(server.url, token=TOKEN)
+    here = local.predict(image, corners=CORNERS, inside=INSIDE, negative=[(175, 225)])
+    there = remote.predict(image, corners=CORNERS, inside=INSIDE, negative=[(175, 225)])
+    assert np.abs(there.probability - here.probability).max() < 2e-3          # float16 on the wire
+    assert (there.mask ^ here.mask).sum() <= 0.002 * here.mask.sum()
+    assert there.crop_box == here.crop_box and "round_trip" in remote.last_timings
+    many = remote.predict_batch(image, [dict(corners=CORNERS, inside=INSIDE),
+                                        dict(corners=((10, 10), (100, 120)), inside=(50, 60))])
+    plain = local.predict(image, corners=CORNERS, inside=INSIDE)
+    assert len(many) == 2 and (many[0].mask ^ plain.mask).sum() <= 0.002 * plain.mask.sum()
+    assert remote.arch == "iog-resnet18" and "127.0.0.1" in remote.device
+
+
+def test_a_session_annotates_through_the_server(server):
+    image, _ = synthetic_scene()
+    labels = np.zeros(image.shape[:2], np.uint16)
+    session = AnnotationSession(RemotePredictor(server.url, token=TOKEN), image, labels)
+    session.set_clicks([("corner", CORNERS[0]), ("corner", CORNERS[1]), ("inside", INSIDE)])
+    assert session.commit() == 1 and (labels == 1).any()
+
+
+def test_no_request_is_served_without_the_right_token(server):
+    crop = np.zeros((100, 100, 3), np.uint8)
+    body = {"crop": encode_array(crop), "corners": [[30, 30], [69, 69]], "inside": [[50, 50]]}
+    for token in (None, "wrong", TOKEN[:-1], TOKEN + "x"):
+        status, answer = post(server.url + "/predict", body, token=token)
+        assert status == 401 and "token" in answer["detail"]
+    with pytest.raises(RemoteError, match="refused the token"):
+        RemotePredictor(server.url, token="wrong")
+    assert post(server.url + "/predict", body)[0] == 200
+    with urllib.request.urlopen(server.url + "/health", timeout=10) as response:   # health needs no token
+        assert json.loads(response.read()) == {"status": "ok"}
+    with urllib.request.urlopen(server.url + "/openapi.json", timeout=10) as response:
+        assert "/predict_many" in json.loads(response.read())["paths"]
+
+
+@pytest.mark.parametrize("change, said", [
+    (lambda b: b.update(crop="not base64!"), "not base64"),
+    (lambda b: b.update(crop=encode_array(np.zeros((50, 50), np.uint8))), "RGB uint8"),
+    (lambda b: b.update(crop=encode_array(np.zeros((50, 50, 3), np.float32))), "RGB uint8"),
+    (lambda b: b.update(crop=encode_array(np.zeros((2000, 20, 3), np.uint8))), "crop side"),
+    (lambda b: b.update(corners=[[30, 30]]), "object 0"),
+    (lambda b: b.update(inside=[[5, 5]]), "outside the box"),
+    (lambda b: b.update(negative=[[40, 40]] * 9), "more than 8"),
+    (lambda b: b.pop("crop"), "crop"),
+])
+def test_malformed_requests_get_a_clear_4xx(server, change, said):
+    body = {"crop": encode_array(np.zeros((100, 100, 3), np.uint8)), "corners": [[30, 30], [69, 69]],
+            "inside": [[50, 50]]}
+    change(body)
+    status, answer = post(server.url + "/predict", body)
+    assert 400 <= status < 500 and said in json.dumps(answer)
+
+
+def test_a_pickle_is_never_unpickled(server):
+    import base64
+    import pickle
+    import zlib
+
+    evil = base64.b64encode(zlib.compress(pickle.dumps(np.zeros((10, 10, 3), object)))).decode()
+    status, answer = post(server.url + "/predict", {"crop": evil, "corners": [[1, 1], [8, 8]], "inside": [[4, 4]]})
+    assert status == 422 and "never unpickled" in answer["detail"]
+
+
+def test_a_server_that_is_down_changes_no_label(local):
+    image, _ = synthetic_scene()
+    app_server = Server(make_app(local, TOKEN))
+    remote = RemotePredictor(app_server.url, token=TOKEN, timeout=5)
+    labels = np.zeros(image.shape[:2], np.uint16)
+    session = AnnotationSession(remote, image, labels)
+    app_server.stop()
+    with pytest.raises(RemoteError, match="cannot be reached"):
+        session.set_clicks([("corner", CORNERS[0]), ("corner", CORNERS[1]), ("inside", INSIDE)])
+    assert not labels.any()
+
+
+def test_the_token_is_made_once_and_readable_by_its_user_only(tmp_path):
+    path = tmp_path / "token"
+    token, made = load_or_make_token(path)
+    assert made and len(token) >= 32 and (path.stat().st_mode & 0o777) == 0o600
+    assert load_or_make_token(path) == (token, False)
