@@ -159,3 +159,48 @@ def test_the_token_is_made_once_and_readable_by_its_user_only(tmp_path):
     token, made = load_or_make_token(path)
     assert made and len(token) >= 32 and (path.stat().st_mode & 0o777) == 0o600
     assert load_or_make_token(path) == (token, False)
+
+
+@pytest.mark.napari
+def test_the_annotator_uses_a_server_says_when_it_is_down_and_goes_on_when_it_is_back(
+        make_napari_viewer, local, qtbot, monkeypatch):
+    pytest.importorskip("napari")
+    from gui_input import mouse_click, press_key, show_all, world_of
+
+    monkeypatch.setenv("NAPARI_IOG_TOKEN", TOKEN)
+    app = make_app(local, TOKEN)
+    running = Server(app)
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(synthetic_scene()[0], name="scene")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-iog", "IOG annotator")
+    show_all(viewer)
+    widget.model.value = "(a server)"
+    assert not widget.server_row.native.isHidden()
+    widget.server.value = running.url
+    widget.start()
+    qtbot.waitUntil(lambda: widget.annotator is not None, timeout=30_000)
+    ann = widget.annotator
+    assert "remote" in widget.status.value and running.url in widget.status.value
+    for point in (*CORNERS, INSIDE):
+        mouse_click(viewer, world_of(ann.image_layer, point))
+    ann.wait()
+    assert ann.session.current is not None and "network" in widget.status.value
+    press_key(viewer, "Enter")
+    committed = ann.labels_layer.data.copy()
+    assert committed.any()
+    running.stop()                                                  # the server goes away
+    for point in (*CORNERS, INSIDE):
+        mouse_click(viewer, world_of(ann.image_layer, point))
+    qtbot.waitUntil(lambda: "cannot be reached" in widget.message.value and not ann.busy, timeout=60_000)
+    assert "cannot be reached" in widget.message.value and "local model" in widget.message.value
+    press_key(viewer, "Enter")                                      # nothing to commit: nothing written
+    np.testing.assert_array_equal(ann.labels_layer.data, committed)
+    back = Server(app)                                              # back, on another port
+    widget.server.value = back.url
+    widget.use_model(back.url)
+    qtbot.waitUntil(lambda: not widget.loading.running, timeout=30_000)
+    assert widget.annotator is ann and back.url in widget.status.value
+    mouse_click(viewer, world_of(ann.image_layer, (INSIDE[0] + 5, INSIDE[1])))
+    ann.wait()
+    assert ann.session.up_to_date and ann.session.current is not None
+    back.stop()

@@ -30,7 +30,7 @@ TOKEN_ENV = "NAPARI_IOG_TOKEN"
 MAX_ANSWER_BYTES = 2 * 4096 * 4096 + 1024
 
 
-class RemoteError(RuntimeError):
+class RemoteError(ConnectionError):
     """The server could not be reached, refused the request, or failed; nothing was changed."""
 
 
@@ -139,4 +139,5 @@ class RemotePredictor:
             raise RemoteError(f"the server at {self.url} answered {err.code}: {detail}") from err
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
             reason = getattr(err, "reason", err)
-            raise RemoteError(f"the server at {self.url} cannot be reached ({reason}); nothing was changed") from err
+            raise RemoteError(f"the server at {self.url} cannot be reached ({reason}); nothing was changed: try "
+                              "again when it is back, or choose a local model to go on without it") from err

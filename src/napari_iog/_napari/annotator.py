@@ -66,8 +66,8 @@ class Annotator(BoxAndStackMethods):
                  channel_layers: Sequence[Image | str] | None = None, asynchronous: bool | None = None):
         self.viewer = viewer
         self.source = SourceLayers(viewer, image_layer, channel_layers)
-        self.predictor = model if isinstance(model, IOGPredictor) else IOGPredictor(
-            model, device=device, precision=precision)
+        ready = hasattr(model, "predict") and hasattr(model, "predict_batch")   # local or remote
+        self.predictor = model if ready else IOGPredictor(model, device=device, precision=precision)
         self.labels_layer = find_or_make_labels(viewer, labels_layer, self.image_layer, self.spatial_shape)
         levels = labels_levels(self.labels_layer)
         self.session = AnnotationSession(self.predictor, self.source.data(), levels[0], overwrite=overwrite,
@@ -274,6 +274,9 @@ class Annotator(BoxAndStackMethods):
         text = what_runs(self.predictor)
         if self.last_latency is not None:
             text += f" · last click {1000 * self.last_latency:.0f} ms"
+            network = getattr(self.predictor, "last_timings", {}).get("network")
+            if network is not None:     # a server: its network's share of the round trip
+                text += f" (network {1000 * network:.0f} ms)"
         return text
 
     def set_status(self, extra: str = "") -> None:
@@ -291,6 +294,8 @@ class Annotator(BoxAndStackMethods):
             return action()
         except ValueError as err:
             self.notify(str(err))
+        except ConnectionError as err:     # a server that is away: its message says what to do
+            self.notify(str(err), error=True)
         except OSError as err:
             self.notify(f"the labels could not be written: {err}; they are as they were before", error=True)
         self.draw()
@@ -315,5 +320,5 @@ class Annotator(BoxAndStackMethods):
 def what_runs(p) -> str:
     """'napari-iog default: cpu, float32 ORT': short, for a line of the dock (ORT: ONNX Runtime)."""
     backend = getattr(p, "backend", "torch")       # stand-in predictors may not say
-    runs = p.precision if backend == "torch" else f"{p.precision} ORT"
+    runs = {"onnxruntime": f"{p.precision} ORT", "remote": f"{p.precision}, remote"}.get(backend, p.precision)
     return f"{(getattr(p, 'card', None) or {}).get('name', p.arch)}: {p.device}, {runs}"

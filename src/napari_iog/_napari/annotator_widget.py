@@ -10,7 +10,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton
 from napari.layers import Image, Shapes
 from napari.utils.notifications import show_error
 
@@ -23,10 +23,13 @@ from .layers import image_layer_names, labels_layer_names, user_layer_names
 from .layout import available_devices, make_compact, share_dock, titled, wrap_text
 from .model_choice import (
     FROM_FILE,
+    FROM_SERVER,
     DownloadControl,
     ModelLoading,
     annotator_model_choices,
     describe_model,
+    is_predictor,
+    is_server,
     mark_missing,
     model_tooltip,
 )
@@ -80,6 +83,8 @@ class AnnotatorWidget(Container):
         self.model_file = FileEdit(label="file", mode="r", filter="*.pth *.pt *.pth.tar",
                                    tooltip="an IOG or DEXTR checkpoint: the authors' .pth files or one "
                                            "saved by napari-iog")
+        self.server = LineEdit(label="server", value="", tooltip="http://host:port of napari-iog serve (its token: "
+                                                                 "$NAPARI_IOG_TOKEN when napari started)")
         self.device = ComboBox(label="device", choices=available_devices(), value="auto",
                                tooltip="auto: CUDA, then MPS, then CPU")
         self.start_button = PushButton(text="Start annotating")
@@ -88,10 +93,10 @@ class AnnotatorWidget(Container):
         self.overwrite = CheckBox(text="overwrite labels", value=False,
                                   tooltip="off: a committed object never changes a pixel that already "
                                           "has a label")
-        self.commit_button = PushButton(text="Commit")
-        self.undo_button = PushButton(text="Undo")
-        self.redo_button = PushButton(text="Redo")
-        self.clear_button = PushButton(text="Clear")
+        self.commit_button = PushButton(text="Commit", tooltip="commit the object into the labels layer (Enter)")
+        self.undo_button = PushButton(text="Undo", tooltip="undo the last click, or the last commit (U)")
+        self.redo_button = PushButton(text="Redo", tooltip="redo what Undo took back (Shift+U)")
+        self.clear_button = PushButton(text="Clear", tooltip="clear the object in progress (Esc)")
         buttons = Container(widgets=[self.undo_button, self.redo_button, self.clear_button], layout="horizontal",
                             labels=False)
         buttons.margins = (0, 0, 0, 0)
@@ -124,16 +129,12 @@ class AnnotatorWidget(Container):
             make_compact(combo)
         make_compact(self.propagate_axis, 2)        # axis names: z, t, 0 ...
         self.green_row, self.blue_row = titled(self.green), titled(self.blue)
-        self.model_file_row = titled(self.model_file)
+        self.model_file_row, self.server_row = titled(self.model_file), titled(self.server)
         self.extend([titled(self.image), self.green_row, self.blue_row, titled(self.labels), titled(self.model),
-                     self.model_info, self.download_button, self.model_file_row, titled(self.device),
+                     self.model_info, self.download_button, self.model_file_row, self.server_row, titled(self.device),
                      self.start_button, self.negative, self.overwrite, self.commit_button, buttons,
                      self.propagate_row,
                      titled(self.boxes_layer), self.boxes_button, self.status, self.message, self.help])
-        self.commit_button.tooltip = "commit the object into the labels layer (Enter)"
-        self.undo_button.tooltip = "undo the last click, or the last commit (U)"
-        self.redo_button.tooltip = "redo what Undo took back (Shift+U)"
-        self.clear_button.tooltip = "clear the object in progress (Esc)"
         self.start_button.tooltip = self.help.tooltip
         self.model.changed.connect(self._show_model)
         self.download_button.changed.connect(lambda: self.download())
@@ -182,7 +183,7 @@ class AnnotatorWidget(Container):
         missing = name in zoo.WEIGHTS and not zoo.is_present(name)
         self.model_info.value = describe_model(name) if not from_file else "choose the file below"
         self.model.native.setToolTip(model_tooltip(name))
-        self.model_file_row.visible = from_file
+        self.model_file_row.visible, self.server_row.visible = from_file, name == FROM_SERVER
         self.download_button.visible = missing or self.downloading.running
         self.start_button.enabled = not missing and not self.loading.running
 
@@ -217,15 +218,17 @@ class AnnotatorWidget(Container):
         if not self.image.value:
             self._report("no image layer: open an image first (File > Open Sample > napari-iog)")
             return
-        if model is None and self.model.value != FROM_FILE:
+        if model is None and self.model.value == FROM_SERVER:
+            model = self.server.value.strip() or None
+        elif model is None and self.model.value != FROM_FILE:
             model = self.model.value        # a zoo name; a missing file is reported by the loader
         if model is None:
             path = Path(self.model_file.value) if self.model_file.value else None
             if path is None or not path.is_file():
-                self._report("choose a model: one from the zoo, or a model file (.pth)")
+                self._report("choose a model: one from the zoo, a model file (.pth), or a server's address")
                 return
             model = path
-        if isinstance(model, IOGPredictor):
+        if is_predictor(model):
             self._begin(model)
             return
         self.start_button.enabled = False
@@ -236,7 +239,9 @@ class AnnotatorWidget(Container):
         """Annotate with ``model`` (a zoo name, a file, or a ready IOGPredictor) from now on. The
         annotator that runs keeps its labels, its layers and the object in progress; with none
         running, one starts."""
-        if not isinstance(model, IOGPredictor):
+        if is_server(model):
+            self.model.value, self.server.value = FROM_SERVER, str(model)
+        elif not is_predictor(model):
             self.reset_choices()
             known = list(self.model.choices)
             self.model.value = str(model) if str(model) in known else FROM_FILE
@@ -244,7 +249,7 @@ class AnnotatorWidget(Container):
                 self.model_file.value = Path(str(model))
         if self.annotator is None:
             self.start(model)
-        elif isinstance(model, IOGPredictor):
+        elif is_predictor(model):
             self.annotator.use_predictor(model)
         elif not self.loading.running:
             self.start_button.enabled = False

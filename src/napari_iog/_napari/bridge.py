@@ -58,6 +58,7 @@ class Predictions:
         self.shown, self.cleared, self.problem = shown, cleared, problem
         self.work = BackgroundWork("the prediction")
         self.last_task_s: float | None = None     # the last prediction's own time (None: none yet)
+        self.failed_version: int | None = None    # the clicks whose prediction failed
 
     def request(self) -> None:
         """Predict for the clicks as they are now. A request made while a worker runs is served
@@ -67,7 +68,9 @@ class Predictions:
             s.accept(s.version, None)
             self.cleared()
             return
-        inline = self.last_task_s is not None and self.last_task_s < INLINE_BELOW_S
+        # never for a server: its answer may take a network's time, which the CPU time hides
+        inline = (self.last_task_s is not None and self.last_task_s < INLINE_BELOW_S
+                  and getattr(s.predictor, "backend", None) != "remote")
         if not self.asynchronous or (inline and not self.work.running):
             try:
                 self.now()
@@ -95,12 +98,14 @@ class Predictions:
 
         def errored(error: Exception) -> None:
             if version == s.version:
+                self.failed_version = version       # not asked again until the clicks change
                 self.problem(f"the prediction failed: {error}", True)
 
         self.work.start(task, returned=returned, errored=errored, finished=self.serve_pending)
 
     def serve_pending(self) -> None:
-        if self.session.ready and not self.session.up_to_date:
+        s = self.session
+        if s.ready and not s.up_to_date and s.version != self.failed_version:
             self.request()
 
     def now(self) -> None:

@@ -17,6 +17,17 @@ from .. import zoo
 from .workers import BackgroundWork
 
 FROM_FILE = "(a model file)"
+FROM_SERVER = "(a server)"
+
+
+def is_server(model) -> bool:
+    """A ``napari-iog serve`` address (``http://host:port``)."""
+    return isinstance(model, str) and model.startswith(("http://", "https://"))
+
+
+def is_predictor(model) -> bool:
+    """A ready predictor, local or remote (anything with the predictor's interface)."""
+    return hasattr(model, "predict") and hasattr(model, "predict_batch")
 
 
 def present_model_choices() -> list[tuple[str, str]]:
@@ -30,7 +41,7 @@ def annotator_model_choices(_=None) -> list[tuple[str, str]]:
     """The annotator's list: the models at hand, a file of one's own, then the zoo models still
     to download (marked by an icon: :func:`mark_missing`)."""
     missing = [(r["name"], r["name"]) for r in zoo.list_weights() if not r["present"]]
-    return present_model_choices() + [(FROM_FILE, FROM_FILE)] + missing
+    return present_model_choices() + [(FROM_FILE, FROM_FILE), (FROM_SERVER, FROM_SERVER)] + missing
 
 
 def mark_missing(combo: ComboBox) -> None:
@@ -66,6 +77,8 @@ def describe_model(name: str) -> str:
 def model_tooltip(name: str) -> str:
     """Everything known of a model choice, for its tooltip."""
     entry = zoo.WEIGHTS.get(name)
+    if name == FROM_SERVER:
+        return "the model of a napari-iog serve server (a GPU machine of your lab), at the address below"
     if entry is None and name not in (None, FROM_FILE):
         return f"a model fine-tuned with napari-iog: {name}"
     if entry is None:
@@ -186,8 +199,9 @@ class ModelLoading:
         from napari.utils import progress
 
         from ..predictor import IOGPredictor
+        from ..remote import RemotePredictor
 
-        name = Path(str(model)).name
+        name = str(model) if is_server(model) else Path(str(model)).name
         bar = progress(total=0, desc=f"napari-iog: loading {name}")
         began = time.monotonic()
 
@@ -205,4 +219,7 @@ class ModelLoading:
             bar.close()
             finished()
 
-        self.work.start(IOGPredictor, model, device=device, returned=returned, errored=errored, finished=ended)
+        if is_server(model):
+            self.work.start(RemotePredictor, model, returned=returned, errored=errored, finished=ended)
+        else:
+            self.work.start(IOGPredictor, model, device=device, returned=returned, errored=errored, finished=ended)
