@@ -202,3 +202,29 @@ def test_fine_tuned_models_of_the_cache_are_in_both_model_lists(docks):
     finetune.reset_choices()
     assert str(path) in annotator.model.choices and str(path) in finetune.base.choices
     assert isinstance(finetune, FineTuneWidget)
+
+
+def test_a_long_first_load_shows_that_it_is_working(docks, qtbot, monkeypatch):
+    """A slow model start (an ONNX export, say) shows the seconds so far and why, not just 'loading'."""
+    import threading
+
+    from napari_iog._napari import model_choice
+
+    viewer, annotator, _ = docks
+    release = threading.Event()
+    ticks = iter([0.0, 0.5, 4.0, 9.0] + [9.5] * 1000)       # the clock is given, not read
+    monkeypatch.setattr(model_choice.time, "monotonic", lambda: next(ticks))
+
+    def slow_predictor(*args, **kwargs):
+        release.wait(30)
+        return annotator.annotator.predictor
+
+    monkeypatch.setattr("napari_iog.predictor.IOGPredictor", slow_predictor)
+    annotator.model.value = zoo.DEFAULT_MODEL
+    annotator.start()
+    assert annotator.loading.running and not annotator.start_button.enabled
+    qtbot.waitUntil(lambda: "first start" in annotator.status.value, timeout=10_000)
+    assert "loading napari-iog-default ..." in annotator.status.value and " s " in annotator.status.value
+    release.set()
+    qtbot.waitUntil(lambda: not annotator.loading.running, timeout=30_000)
+    assert annotator.start_button.enabled and "loading" not in annotator.status.value
