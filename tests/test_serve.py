@@ -204,3 +204,33 @@ def test_the_annotator_uses_a_server_says_when_it_is_down_and_goes_on_when_it_is
     ann.wait()
     assert ann.session.up_to_date and ann.session.current is not None
     back.stop()
+
+
+def test_requests_arriving_together_share_a_forward_pass(local):
+    """Eight annotators click at once: the batcher runs fewer forward passes than objects, and
+    each gets the mask a request alone gets."""
+    image, _ = synthetic_scene()
+    server = Server(make_app(local, TOKEN))
+    try:
+        batcher = server.server.config.app.state.batcher
+        batcher.window_s = 1.0                       # wide enough that simultaneous clicks meet, even on a busy machine
+        clients = [RemotePredictor(server.url, token=TOKEN) for _ in range(8)]
+        results = [None] * 8
+        start = threading.Barrier(8)
+
+        def click(i):
+            start.wait()
+            results[i] = clients[i].predict(image, corners=CORNERS, inside=INSIDE, positive=[(100 + i, 150)])
+
+        threads = [threading.Thread(target=click, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert all(r is not None for r in results)
+        assert max(batcher.batches) > 1 and len(batcher.batches) < 8
+        for i, result in enumerate(results):
+            alone = local.predict(image, corners=CORNERS, inside=INSIDE, positive=[(100 + i, 150)])
+            assert np.abs(result.probability - alone.probability).max() < 2e-3
+    finally:
+        server.stop()

@@ -22,6 +22,7 @@ from .. import geometry as G
 from ..prompt import Prompt
 from ..remote_codec import BadArray, decode_array, encode_array
 from .auth import token_matches
+from .batching import Batcher
 
 Point = list[float]
 
@@ -46,10 +47,12 @@ class ManyRequest(BaseModel):
     objects: list[ObjectRequest]
 
 
-def make_app(predictor, token: str | None, limits: Limits | None = None) -> FastAPI:
-    """The app serving ``predictor``; ``token`` None serves without one (never by default)."""
+def make_app(predictor, token: str | None, limits: Limits | None = None, batching: bool = True) -> FastAPI:
+    """The app serving ``predictor``; ``token`` None serves without one (never by default).
+    ``batching``: objects of requests that arrive together share a forward pass (``Batcher``)."""
     limits = limits or Limits()
     lock = threading.Lock()         # one network call at a time on the predictor
+    batcher = Batcher(predictor) if batching and not predictor.is_refine else None
     app = FastAPI(title="napari-iog", description="IOG segmentation from clicks, for napari-iog's annotator")
 
     @app.middleware("http")
@@ -81,7 +84,7 @@ def make_app(predictor, token: str | None, limits: Limits | None = None) -> Fast
     def run(objects: list[ObjectRequest]) -> dict:
         if not objects or len(objects) > limits.max_objects:
             raise HTTPException(422, f"send 1 to {limits.max_objects} objects, not {len(objects)}")
-        crops, prompts = [], []
+        crops, prompts, checked = [], [], []
         for n, item in enumerate(objects):
             crop = _crop_of(item, limits, n)
             if len(item.positive) + len(item.negative) > limits.max_clicks:
@@ -89,18 +92,21 @@ def make_app(predictor, token: str | None, limits: Limits | None = None) -> Fast
             try:
                 prompts.append(dict(corners=item.corners, inside=item.inside, positive=item.positive,
                                     negative=item.negative))
-                Prompt.check(crop.shape[:2], **prompts[-1])
+                checked.append(Prompt.check(crop.shape[:2], **prompts[-1]))
             except (G.ClickError, ValueError, TypeError) as err:
                 raise HTTPException(422, f"object {n}: {err}") from err
             crops.append(crop)
-        answers, start = [], time.perf_counter()
-        with lock:
-            for crop, prompt in zip(crops, prompts):
-                began = time.perf_counter()
-                result = predictor.predict(crop, **prompt, postprocess=False)
-                answers.append({"probability": encode_array(result.crop_probability.astype(np.float16)),
-                                "seconds": time.perf_counter() - began})
-        return {"objects": answers, "seconds": time.perf_counter() - start}
+        start = time.perf_counter()
+        if batcher is not None:
+            probabilities = batcher.probabilities(list(zip(crops, checked)))
+        else:
+            with lock:
+                probabilities = [predictor.predict(crop, **prompt, postprocess=False).crop_probability
+                                 for crop, prompt in zip(crops, prompts)]
+        seconds = time.perf_counter() - start
+        answers = [{"probability": encode_array(p.astype(np.float16)), "seconds": seconds / len(crops)}
+                   for p in probabilities]
+        return {"objects": answers, "seconds": seconds}
 
     @app.post("/predict", dependencies=[Depends(authorised)])
     def predict(item: ObjectRequest) -> dict:
@@ -111,6 +117,7 @@ def make_app(predictor, token: str | None, limits: Limits | None = None) -> Fast
     def predict_many(request: ManyRequest) -> dict:
         return run(request.objects)
 
+    app.state.batcher = batcher
     return app
 
 

@@ -1,0 +1,73 @@
+"""Dynamic batching: objects that arrive together, from several annotators, go through the
+network in one forward pass. Each request thread prepares its object's input and waits; one
+thread gathers what has arrived within ``window_s`` (up to ``max_batch`` objects), runs the
+batch and hands each its crop's probability.
+
+It drives the predictor's steps (``_prepare``, ``_forward``, ``_to_crop``: what
+``IOGPredictor.predict`` does for one object) so that inputs of different images share a
+batch. Refinement networks, whose corrections reuse an object's cached features, go one by
+one through ``predict``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..predictor import _ImageReader
+from ..prompt import Prompt
+
+
+@dataclass
+class _Job:
+    x: torch.Tensor
+    prompt: Prompt
+    done: threading.Event = field(default_factory=threading.Event)
+    probability: np.ndarray | None = None
+    error: BaseException | None = None
+
+
+class Batcher:
+    def __init__(self, predictor, max_batch: int = 16, window_s: float = 0.004):
+        self.predictor, self.max_batch, self.window_s = predictor, max_batch, window_s
+        self.jobs: queue.Queue[_Job] = queue.Queue()
+        self.batches: list[int] = []          # the size of each batch run (for the benchmark)
+        threading.Thread(target=self._run, daemon=True, name="napari-iog batcher").start()
+
+    def probabilities(self, objects: list[tuple[np.ndarray, Prompt]], timeout: float = 120.0) -> list[np.ndarray]:
+        """Each crop's probability for its prompt (checked against the crop already); the
+        objects of one request are queued together, so they can share a batch."""
+        jobs = []
+        for crop, prompt in objects:
+            item = self.predictor._prepare(_ImageReader.of(crop, None, None), prompt)
+            jobs.append(_Job(item.x, prompt))
+            self.jobs.put(jobs[-1])
+        for job in jobs:
+            if not job.done.wait(timeout):
+                raise TimeoutError("the network did not answer in time")
+            if job.error is not None:
+                raise job.error
+        return [job.probability for job in jobs]
+
+    def _run(self) -> None:
+        while True:
+            jobs = [self.jobs.get()]
+            try:
+                while len(jobs) < self.max_batch:
+                    jobs.append(self.jobs.get(timeout=self.window_s))
+            except queue.Empty:
+                pass
+            self.batches.append(len(jobs))
+            try:
+                logits = self.predictor._forward(torch.stack([job.x for job in jobs]))
+                for job, logit in zip(jobs, logits):
+                    job.probability = self.predictor._to_crop(logit, job.prompt.crop)
+            except BaseException as err:    # every waiting request hears of it; the thread goes on
+                for job in jobs:
+                    job.error = err
+            for job in jobs:
+                job.done.set()
