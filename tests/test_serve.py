@@ -73,7 +73,11 @@ def post(url, body, token=TOKEN, raw=None):
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
+        text = err.read()
+        try:
+            return err.code, json.loads(text or b"{}")
+        except ValueError:
+            return err.code, {"detail": text.decode(errors="replace")}
 
 
 def test_the_remote_predictor_gives_the_local_mask(server, local):
@@ -234,3 +238,49 @@ def test_requests_arriving_together_share_a_forward_pass(local):
             assert np.abs(result.probability - alone.probability).max() < 2e-3
     finally:
         server.stop()
+
+
+def test_a_thousand_fuzzed_requests_get_answers_and_never_crash_the_server(server):
+    """Bad shapes, types, sizes, encodings and clicks, 1,000 of them (bounded, loopback only):
+    each gets a 4xx (or a 200 when it happens to be valid), none a 5xx, and the server answers
+    afterwards."""
+    import base64
+    import zlib
+
+    rng = np.random.default_rng(0)
+
+    def npy(array):
+        return encode_array(array)
+
+    def noise():
+        return base64.b64encode(rng.bytes(int(rng.integers(0, 64)))).decode()
+
+    crops = [lambda: npy(rng.integers(0, 255, (int(rng.integers(1, 80)), int(rng.integers(1, 80)), 3), np.uint8)),
+             lambda: npy(rng.random((20, 20, int(rng.integers(1, 5))))),
+             lambda: npy(np.zeros((int(rng.integers(1, 5)),), np.int64)),
+             lambda: base64.b64encode(zlib.compress(b"\x93NUMPY garbage")).decode(),
+             noise, lambda: "", lambda: 12345, lambda: None, lambda: ["a"],
+             lambda: npy(np.zeros((30, 30, 3), np.uint8))]
+    points = [lambda: [[float(rng.integers(-50, 120)), float(rng.integers(-50, 120))]
+                       for _ in range(int(rng.integers(0, 4)))],
+              lambda: "x", lambda: [[1e300, -1e300]], lambda: [[float("nan"), 1]], lambda: [[1, 2, 3]],
+              lambda: [["a", "b"]], lambda: None, lambda: [[5, 5]] * int(rng.integers(0, 20))]
+    statuses = []
+    for n in range(1000):
+        body = {"crop": crops[int(rng.integers(len(crops)))](), "corners": points[int(rng.integers(len(points)))](),
+                "inside": points[int(rng.integers(len(points)))]()}
+        for key in ("positive", "negative"):
+            if rng.random() < 0.3:
+                body[key] = points[int(rng.integers(len(points)))]()
+        if rng.random() < 0.1:
+            body.pop(list(body)[int(rng.integers(len(body)))])
+        path = "/predict" if n % 2 else "/predict_many"
+        if path == "/predict_many":
+            body = {"objects": [body] * int(rng.integers(0, 3))} if rng.random() < 0.9 else body
+        raw = None if rng.random() < 0.9 else rng.bytes(int(rng.integers(0, 200)))
+        status, _ = post(server.url + path, body, raw=raw)
+        statuses.append(status)
+    assert all(s == 200 or 400 <= s < 500 for s in statuses), sorted(set(statuses))
+    assert statuses.count(200) < 1000
+    with urllib.request.urlopen(server.url + "/health", timeout=10) as response:
+        assert response.status == 200

@@ -12,9 +12,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import asdict, dataclass
+from typing import Annotated
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -24,7 +26,7 @@ from ..remote_codec import BadArray, decode_array, encode_array
 from .auth import token_matches
 from .batching import Batcher
 
-Point = list[float]
+Point = list[Annotated[float, Field(allow_inf_nan=False)]]
 
 
 @dataclass
@@ -54,6 +56,12 @@ def make_app(predictor, token: str | None, limits: Limits | None = None, batchin
     lock = threading.Lock()         # one network call at a time on the predictor
     batcher = Batcher(predictor) if batching and not predictor.is_refine else None
     app = FastAPI(title="napari-iog", description="IOG segmentation from clicks, for napari-iog's annotator")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError):
+        # where and why, never the values sent (a NaN there could not even be written as JSON)
+        where = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in error.errors()[:10])
+        return JSONResponse({"detail": f"malformed request: {where}"}, 422)
 
     @app.middleware("http")
     async def limit_size(request: Request, call_next):
