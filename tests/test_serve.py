@@ -82,7 +82,7 @@ def post(url, body, token=TOKEN, raw=None):
 
 def test_the_remote_predictor_gives_the_local_mask(server, local):
     image, _ = synthetic_scene()
-    remote = RemotePredictor(server.url, token=TOKEN)
+    remote = RemotePredictor(server.url, token=TOKEN, probability=True)
     here = local.predict(image, corners=CORNERS, inside=INSIDE, negative=[(175, 225)])
     there = remote.predict(image, corners=CORNERS, inside=INSIDE, negative=[(175, 225)])
     assert np.abs(there.probability - here.probability).max() < 2e-3          # float16 on the wire
@@ -93,6 +93,9 @@ def test_the_remote_predictor_gives_the_local_mask(server, local):
     plain = local.predict(image, corners=CORNERS, inside=INSIDE)
     assert len(many) == 2 and (many[0].mask ^ plain.mask).sum() <= 0.002 * plain.mask.sum()
     assert remote.arch == "iog-resnet18" and "127.0.0.1" in remote.device
+    masks_only = RemotePredictor(server.url, token=TOKEN).predict(image, corners=CORNERS, inside=INSIDE,
+                                                                  negative=[(175, 225)])
+    np.testing.assert_array_equal(masks_only.mask, here.mask)       # the mask alone: exactly the local one
 
 
 def test_a_session_annotates_through_the_server(server):
@@ -218,7 +221,7 @@ def test_requests_arriving_together_share_a_forward_pass(local):
     try:
         batcher = server.server.config.app.state.batcher
         batcher.window_s = 1.0                       # wide enough that simultaneous clicks meet, even on a busy machine
-        clients = [RemotePredictor(server.url, token=TOKEN) for _ in range(8)]
+        clients = [RemotePredictor(server.url, token=TOKEN, probability=True) for _ in range(8)]
         results = [None] * 8
         start = threading.Barrier(8)
 

@@ -23,7 +23,7 @@ import numpy as np
 from . import geometry as G
 from .predictor import DEFAULT_THRESHOLD, Prediction, _ImageReader
 from .prompt import Prompt
-from .remote_codec import decode_array, encode_array
+from .remote_codec import decode_array, decode_mask, encode_array
 
 TOKEN_ENV = "NAPARI_IOG_TOKEN"
 #: the largest answer accepted (a 4096 x 4096 crop's probability as float16)
@@ -38,18 +38,21 @@ class RemotePredictor:
     """Predict with the model of a ``napari-iog serve`` server at ``url`` (``http://host:port``).
 
     ``token``: the server's access token (default: ``$NAPARI_IOG_TOKEN``). ``timeout``: seconds
-    for one request. ``last_timings`` holds the last click's network and round-trip seconds.
+    for one request. ``probability``: have the server send each crop's probability too (float16;
+    by default only the mask travels, as packed bits, and ``probability`` is the mask as 0/1).
+    ``last_timings`` holds the last click's network and round-trip seconds.
     """
 
     is_dextr = False
     is_refine = False
     backend = "remote"
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0, postprocess: bool = True):
+    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0, postprocess: bool = True,
+                 probability: bool = False):
         self.url = url.rstrip("/")
         self.token = token if token is not None else os.environ.get(TOKEN_ENV)
         self.timeout = float(timeout)
-        self.postprocess = bool(postprocess)
+        self.postprocess, self.probability = bool(postprocess), bool(probability)
         self.last_timings: dict[str, float] = {}
         info = self._call("GET", "/info")
         self.info = info
@@ -103,12 +106,17 @@ class RemotePredictor:
                             "positive": (np.array(prompt.positive).reshape(-1, 2) - shift).tolist(),
                             "negative": (np.array(prompt.negative).reshape(-1, 2) - shift).tolist()})
         start = time.perf_counter()
-        answer = self._call("POST", "/predict_many", {"objects": objects})
+        answer = self._call("POST", "/predict_many", {"objects": objects, "threshold": threshold,
+                                                      "probability": self.probability})
         round_trip = time.perf_counter() - start
         results = []
         for prompt, item in zip(prompts, answer["objects"]):
-            probability = decode_array(item["probability"], MAX_ANSWER_BYTES).astype(np.float32)
-            if probability.shape != (prompt.crop.height, prompt.crop.width):
+            shape = (prompt.crop.height, prompt.crop.width)
+            if "probability" in item:
+                probability = decode_array(item["probability"], MAX_ANSWER_BYTES).astype(np.float32)
+            else:       # the mask: 1 above the threshold, 0 below, so the same pixels pass it here
+                probability = decode_mask(item["mask"], shape).astype(np.float32)
+            if probability.shape != shape:
                 raise RemoteError(f"the server answered a {probability.shape} crop for a "
                                   f"{(prompt.crop.height, prompt.crop.width)} one")
             result = Prediction(probability, prompt.crop, prompt.box, reader.shape, threshold, prompt.clicks(),

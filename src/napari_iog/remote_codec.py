@@ -1,5 +1,7 @@
 """How arrays travel between ``napari-iog serve`` and its client: ``.npy`` bytes (never a
-pickle), zlib-compressed, base64 in JSON. Shared by both sides, free of any web framework."""
+pickle) in a zlib stream, base64 in JSON; masks as packed bits. Shared by both sides, free of
+any web framework. Compression is off by default: on photos' crops it saved a fifth of the
+bytes for 14 ms a crop, more than a LAN takes to carry them."""
 
 from __future__ import annotations
 
@@ -14,10 +16,22 @@ class BadArray(ValueError):
     """Bytes that are not the array they claim to be."""
 
 
-def encode_array(array: np.ndarray) -> str:
+def encode_array(array: np.ndarray, level: int = 0) -> str:
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return base64.b64encode(zlib.compress(buffer.getvalue(), 3)).decode("ascii")
+    return base64.b64encode(zlib.compress(buffer.getvalue(), level)).decode("ascii")
+
+
+def encode_mask(mask: np.ndarray) -> str:
+    """A bool mask as packed bits (a 512 x 512 mask: 32 KB), compressed (outlines pack well)."""
+    return encode_array(np.packbits(mask, axis=None), level=1)
+
+
+def decode_mask(text: str, shape: tuple[int, int]) -> np.ndarray:
+    bits = decode_array(text, (shape[0] * shape[1] + 7) // 8 + 1024)
+    if bits.dtype != np.uint8 or bits.ndim != 1 or bits.size != (shape[0] * shape[1] + 7) // 8:
+        raise BadArray(f"not the packed bits of a {shape} mask")
+    return np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
 
 
 def decode_array(text: str, max_bytes: int) -> np.ndarray:

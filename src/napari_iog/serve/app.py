@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from .. import geometry as G
 from ..prompt import Prompt
-from ..remote_codec import BadArray, decode_array, encode_array
+from ..remote_codec import BadArray, decode_array, encode_array, encode_mask
 from .auth import token_matches
 from .batching import Batcher
 
@@ -47,6 +47,8 @@ class ObjectRequest(BaseModel):
 
 class ManyRequest(BaseModel):
     objects: list[ObjectRequest]
+    threshold: float | None = Field(default=None, gt=0, lt=1, description="default: the model's")
+    probability: bool = Field(default=False, description="also answer the probability (float16), not the mask only")
 
 
 def make_app(predictor, token: str | None, limits: Limits | None = None, batching: bool = True) -> FastAPI:
@@ -89,7 +91,7 @@ def make_app(predictor, token: str | None, limits: Limits | None = None, batchin
                 "device": str(p.device), "precision": p.precision, "backend": getattr(p, "backend", "torch"),
                 "threshold": p.threshold, "dextr": p.is_dextr, "limits": asdict(limits)}
 
-    def run(objects: list[ObjectRequest]) -> dict:
+    def run(objects: list[ObjectRequest], threshold: float | None = None, probability: bool = False) -> dict:
         if not objects or len(objects) > limits.max_objects:
             raise HTTPException(422, f"send 1 to {limits.max_objects} objects, not {len(objects)}")
         crops, prompts, checked = [], [], []
@@ -112,9 +114,14 @@ def make_app(predictor, token: str | None, limits: Limits | None = None, batchin
                 probabilities = [predictor.predict(crop, **prompt, postprocess=False).crop_probability
                                  for crop, prompt in zip(crops, prompts)]
         seconds = time.perf_counter() - start
-        answers = [{"probability": encode_array(p.astype(np.float16)), "seconds": seconds / len(crops)}
-                   for p in probabilities]
-        return {"objects": answers, "seconds": seconds}
+        threshold = predictor.threshold if threshold is None else threshold
+        answers = []
+        for p in probabilities:
+            answer = {"mask": encode_mask(p > threshold), "shape": list(p.shape), "seconds": seconds / len(crops)}
+            if probability:
+                answer["probability"] = encode_array(p.astype(np.float16))
+            answers.append(answer)
+        return {"objects": answers, "seconds": seconds, "threshold": threshold}
 
     @app.post("/predict", dependencies=[Depends(authorised)])
     def predict(item: ObjectRequest) -> dict:
@@ -123,7 +130,7 @@ def make_app(predictor, token: str | None, limits: Limits | None = None, batchin
 
     @app.post("/predict_many", dependencies=[Depends(authorised)])
     def predict_many(request: ManyRequest) -> dict:
-        return run(request.objects)
+        return run(request.objects, request.threshold, request.probability)
 
     app.state.batcher = batcher
     return app
