@@ -54,6 +54,7 @@ class RemotePredictor:
         self.timeout = float(timeout)
         self.postprocess, self.probability = bool(postprocess), bool(probability)
         self.last_timings: dict[str, float] = {}
+        self.last_server: str | None = None
         info = self._call("GET", "/info")
         self.info = info
         self.arch, self.card = info["arch"], dict(info.get("card") or {})
@@ -124,6 +125,7 @@ class RemotePredictor:
             result.timings = {"network": float(item.get("seconds", 0.0)), "round_trip": round_trip / len(prompts)}
             results.append(result)
         self.last_timings = {"network": float(answer.get("seconds", 0.0)), "round_trip": round_trip}
+        self.last_server = answer.get("server")     # which server process (or replica) answered
         return results
 
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:

@@ -9,6 +9,8 @@ request size, crop size and clicks are limited; malformed input is a 4xx with th
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -27,6 +29,8 @@ from .auth import token_matches
 from .batching import Batcher
 
 Point = list[Annotated[float, Field(allow_inf_nan=False)]]
+#: which process answered (replicas behind Ray Serve each have their own)
+SERVER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass
@@ -121,7 +125,7 @@ def make_app(predictor, token: str | None, limits: Limits | None = None, batchin
             if probability:
                 answer["probability"] = encode_array(p.astype(np.float16))
             answers.append(answer)
-        return {"objects": answers, "seconds": seconds, "threshold": threshold}
+        return {"objects": answers, "seconds": seconds, "threshold": threshold, "server": SERVER_ID}
 
     @app.post("/predict", dependencies=[Depends(authorised)])
     def predict(item: ObjectRequest) -> dict:
