@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", default=None, help="a zoo name or a model file (default: the bundled model)")
     serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     serve.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default): this machine only")
-    serve.add_argument("--port", type=at_least(1), default=8765)
+    serve.add_argument("--port", type=at_least(1), default=8765, help="8765 by default")
     serve.add_argument("--token", default=None, help="default: $NAPARI_IOG_TOKEN, else one made at the first start")
     serve.add_argument("--no-token", action="store_true", help="serve without a token (trusted networks only)")
     serve.set_defaults(func=_serve)
