@@ -72,7 +72,8 @@ def test_use_this_model_loads_into_the_open_annotator(docks, tmp_path, qtbot):
     tuned = save_model(build_model("iog-resnet18", {"psp_channels": 32, "head_channels": 16}, seed=0),
                        zoo.finetuned_dir() / "tuned.pt", card={"name": "tuned here"})
     finetune.out_path = tuned
-    assert finetune.use_in_annotator() is annotator
+    finetune.use_button.enabled = True                              # as after a run
+    QTest.mouseClick(finetune.use_button.native, Qt.MouseButton.LeftButton)   # the user presses it
     qtbot.waitUntil(lambda: not annotator.loading.running, timeout=60_000)
     assert annotator.annotator is ann                               # the same annotator ...
     assert ann.predictor.model.card["name"] == "tuned here"          # ... with the new model
@@ -87,7 +88,7 @@ def _dock_widgets(viewer):
     return [dock.inner_widget() for dock in viewer.window._wrapped_dock_widgets.values()]
 
 
-def test_helper_layers_are_in_no_picker(docks):
+def test_helper_layers_are_in_no_picker(docks, qtbot):
     viewer, annotator, finetune = docks
     viewer.add_shapes([np.array([[10, 10], [60, 80]])], shape_type="rectangle", name="my boxes")
     annotator.start(annotator.annotator.predictor)                  # a second start: helpers 'IOG box [1]' ...
@@ -100,10 +101,14 @@ def test_helper_layers_are_in_no_picker(docks):
     assert not set(helper) & set(offered)
     assert "my boxes" in annotator.boxes_layer.choices
     ann = annotator.annotator
-    place_clicks(ann, extra=())
+    place_clicks(ann, extra=())                                     # a half-drawn object in progress
     with pytest.raises(ValueError, match="annotator's own box"):
         ann.segment_boxes(ann.box_layer)
     assert not ann.labels_layer.data.any()
+    annotator.boxes_layer.value = "my boxes"
+    QTest.mouseClick(annotator.boxes_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: ann.labels_layer.data.any() and not ann.busy, timeout=60_000)
+    assert ann.labels_layer.data[35, 45] == 1 and ann.labels_layer.data[INSIDE] == 0   # the user's box only
 
 
 def test_every_text_of_the_docks_is_readable_at_1280x800(docks):
