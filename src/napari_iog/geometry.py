@@ -200,6 +200,17 @@ def guidance_maps(inside: np.ndarray, outside: np.ndarray, size: int = FRAME,
     return scale_to_255(np.stack([gaussian_map(inside, size, sigma), gaussian_map(outside, size, sigma)]))
 
 
+def guidance_with_corrections(inside, outside, positive=(), negative=()) -> np.ndarray:
+    """A plain IOG network's two maps with its corrections (frame coordinates): positive clicks
+    join the inside click(s), negative ones the outside points, both maps scaled together.
+    The predictor and training's simulated corrections both draw them here."""
+    def points(value) -> np.ndarray:
+        return np.asarray(value, np.float64).reshape(-1, 2)
+
+    return guidance_maps(np.concatenate([points(inside), points(positive)]),
+                         np.concatenate([points(outside), points(negative)]))
+
+
 def scale_to_255(maps: np.ndarray) -> np.ndarray:
     """Min-max scaling of heatmaps to 0..255 (all channels together), as published."""
     low, high = float(maps.min()), float(maps.max())
@@ -279,7 +290,7 @@ def frame_input(rgb_crop: np.ndarray, crop: Box, box: Box, inside: Sequence[Sequ
             len(positive_f) or len(negative_f)) else base
         return (torch.cat([x_img, torch.from_numpy(base)]),
                 torch.from_numpy(np.ascontiguousarray(clicks, dtype=np.float32)))
-    maps = guidance_maps(np.concatenate([inside_f, positive_f]), np.concatenate([outside_f, negative_f]))
+    maps = guidance_with_corrections(inside_f, outside_f, positive_f, negative_f)
     return torch.cat([x_img, torch.from_numpy(maps)]), None
 
 

@@ -52,23 +52,23 @@ def add_corrections(model: nn.Module, batch: dict[str, torch.Tensor], rng: np.ra
 
 def add_guidance_corrections(model: nn.Module, batch: dict[str, torch.Tensor], rng: np.random.Generator,
                              max_rounds: int = 3) -> torch.Tensor:
-    """Plain IOG networks: a correction is drawn as the predictor draws it, a positive click
-    with the inside click and a negative one with the outside corners, both maps scaled
-    together (``G.guidance_maps``). Needs ``batch["inside"]`` [B, 1, 2] and ``batch["outside"]``
+    """Plain IOG networks: a correction is drawn as the predictor draws it
+    (``G.guidance_with_corrections``: a positive click with the inside click, a negative one
+    with the outside corners, both maps scaled together). Needs ``batch["inside"]`` [B, 1, 2] and ``batch["outside"]``
     [B, 4, 2] (frame coordinates, from :class:`~napari_iog.training.data.InstanceDataset`).
     Returns the new input ``x``; 1..``max_rounds`` rounds, after a random extra click in
     :data:`RANDOM_CLICK_PROB` of the samples."""
     x = batch["x"].clone()
     target, ignore = _truth(batch)
-    inside = [list(map(tuple, p)) for p in batch["inside"].cpu().numpy()]
-    outside = [list(map(tuple, p)) for p in batch["outside"].cpu().numpy()]
+    inside, outside = batch["inside"].cpu().numpy(), batch["outside"].cpu().numpy()
+    clicks: list[dict[bool, list]] = [{True: [], False: []} for _ in range(len(target))]   # positive? -> points
     changed = set()
     for i in range(len(target)):
         extra = _random_click(target[i], ignore[i], rng) if rng.random() < RANDOM_CLICK_PROB else None
         if extra is not None:
-            (inside if extra[1] else outside)[i].append(extra[0])
+            clicks[i][extra[1]].append(extra[0])
             changed.add(i)
-    _redraw(x, inside, outside, changed)
+    _redraw(x, inside, outside, clicks, changed)
     modes = _modes(model)
     model.eval()
     with torch.no_grad():
@@ -78,11 +78,11 @@ def add_guidance_corrections(model: nn.Module, batch: dict[str, torch.Tensor], r
             for i in range(len(target)):
                 click = next_click(predicted[i], target[i], ignore[i])
                 if click is not None:
-                    (inside if click[1] else outside)[i].append(click[0])
+                    clicks[i][click[1]].append(click[0])
                     changed.add(i)
             if not changed:
                 break
-            _redraw(x, inside, outside, changed)
+            _redraw(x, inside, outside, clicks, changed)
     _restore(model, modes)
     return x
 
@@ -102,9 +102,9 @@ def _truth(batch: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
     return target > 0.5, target < 0          # -1: a pixel whose class is unknown
 
 
-def _redraw(x: torch.Tensor, inside: list, outside: list, which: set[int]) -> None:
+def _redraw(x: torch.Tensor, inside: np.ndarray, outside: np.ndarray, clicks: list, which: set[int]) -> None:
     for i in which:
-        maps = G.guidance_maps(np.asarray(inside[i], np.float64), np.asarray(outside[i], np.float64))
+        maps = G.guidance_with_corrections(inside[i], outside[i], clicks[i][True], clicks[i][False])
         x[i, 3:5] = torch.from_numpy(maps).to(x.device, x.dtype)
 
 
