@@ -47,13 +47,12 @@ class BoxPrompt:
     def prompt(self, image_shape: Sequence[int]) -> Prompt:
         """The validated prompt on an image (plane) of ``image_shape``; a ClickError if unusable."""
         (r0, c0), (r1, c1) = self.corners
-        finite = all(np.isfinite(v) for v in (r0, c0, r1, c1))     # else Prompt.check names the bad value
-        height, width = (abs(round(r1) - round(r0)) + 1, abs(round(c1) - round(c0)) + 1) if finite else (2, 2)
-        if height < 2 or width < 2:         # said of the box in the file, not of clicks
-            raise G.ClickError(f"the box covers only {height} x {width} pixels (rows x cols): a box needs at "
-                               "least 2 x 2; widen it in the file")
         inside = self.inside if self.inside is not None else ((r0 + r1) / 2, (c0 + c1) / 2)
-        return Prompt.check(image_shape, [self.corners[0], self.corners[1]], [inside])
+        try:
+            return Prompt.check(image_shape, [self.corners[0], self.corners[1]], [inside])
+        except G.BoxTooSmall as err:        # said of the box in the file, not of clicks
+            raise G.ClickError(f"the box covers only {err.height} x {err.width} pixels (rows x cols): a box needs "
+                               "at least 2 x 2; widen it in the file") from None
 
 
 class BoxFileError(ValueError):

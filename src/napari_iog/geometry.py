@@ -31,6 +31,16 @@ class ClickError(ValueError):
     """A click or box that cannot be used (outside the image, zero area ...)."""
 
 
+class BoxTooSmall(ClickError):
+    """Corners that span fewer than 2 x 2 pixels (``height``, ``width``), said of clicks; a box
+    read from a file rewords it (``batch``)."""
+
+    def __init__(self, height: int, width: int):
+        self.height, self.width = height, width
+        super().__init__(f"the corner clicks span a box only {height} x {width} pixels (rows x cols): a box needs "
+                         "at least 2 x 2; click two opposite corners around the object")
+
+
 @dataclass(frozen=True)
 class Box:
     """An inclusive pixel box: rows ``r0..r1``, columns ``c0..c1``."""
@@ -91,9 +101,7 @@ def box_from_corners(corners: Sequence[Sequence[float]], shape: Sequence[int]) -
     (ra, ca), (rb, cb) = (pixel(p, shape, "corner click") for p in corners)
     box = Box(min(ra, rb), min(ca, cb), max(ra, rb), max(ca, cb))
     if box.height < 2 or box.width < 2:
-        raise ClickError(
-            f"the corner clicks span a box only {box.height} x {box.width} pixels (rows x cols): a box needs "
-            "at least 2 x 2; click two opposite corners around the object")
+        raise BoxTooSmall(box.height, box.width)
     return box
 
 
