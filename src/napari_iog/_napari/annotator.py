@@ -22,6 +22,7 @@ from .bridge import ClickBridge, Predictions
 from .coordinates import Coordinates
 from .drawing import HelperLayers
 from .layers import NEXT_ID_KEY, SourceLayers, find_or_make_labels, labels_levels
+from .model_choice import is_predictor
 from .tasks import BoxAndStackMethods, DrawnBoxes, StackPropagation
 from .workers import qt_app_running
 
@@ -66,8 +67,7 @@ class Annotator(BoxAndStackMethods):
                  channel_layers: Sequence[Image | str] | None = None, asynchronous: bool | None = None):
         self.viewer = viewer
         self.source = SourceLayers(viewer, image_layer, channel_layers)
-        ready = hasattr(model, "predict") and hasattr(model, "predict_batch")   # local or remote
-        self.predictor = model if ready else IOGPredictor(model, device=device, precision=precision)
+        self.predictor = model if is_predictor(model) else IOGPredictor(model, device=device, precision=precision)
         self.labels_layer = find_or_make_labels(viewer, labels_layer, self.image_layer, self.spatial_shape)
         levels = labels_levels(self.labels_layer)
         self.session = AnnotationSession(self.predictor, self.source.data(), levels[0], overwrite=overwrite,

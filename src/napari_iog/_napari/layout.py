@@ -55,7 +55,7 @@ class TallEnough(QObject):
 
 
 def fit_height(native) -> bool:
-    """Set the label's (and its row's) minimum height to what its text needs; True if it changed."""
+    """Set the label's minimum height to what its text needs; True if it changed."""
     needed = native.heightForWidth(max(native.width(), native.minimumWidth()))
     if needed > 0 and needed != native.minimumHeight():
         native.setMinimumHeight(needed)

@@ -98,15 +98,13 @@ def make_app(predictor, token: str | None, limits: Limits | None = None, batchin
     def run(objects: list[ObjectRequest], threshold: float | None = None, probability: bool = False) -> dict:
         if not objects or len(objects) > limits.max_objects:
             raise HTTPException(422, f"send 1 to {limits.max_objects} objects, not {len(objects)}")
-        crops, prompts, checked = [], [], []
+        crops, checked = [], []
         for n, item in enumerate(objects):
             crop = _crop_of(item, limits, n)
             if len(item.positive) + len(item.negative) > limits.max_clicks:
                 raise HTTPException(422, f"object {n}: more than {limits.max_clicks} correction clicks")
             try:
-                prompts.append(dict(corners=item.corners, inside=item.inside, positive=item.positive,
-                                    negative=item.negative))
-                checked.append(Prompt.check(crop.shape[:2], **prompts[-1]))
+                checked.append(Prompt.check(crop.shape[:2], item.corners, item.inside, item.positive, item.negative))
             except (G.ClickError, ValueError, TypeError) as err:
                 raise HTTPException(422, f"object {n}: {err}") from err
             crops.append(crop)
@@ -115,8 +113,8 @@ def make_app(predictor, token: str | None, limits: Limits | None = None, batchin
             probabilities = batcher.probabilities(list(zip(crops, checked)))
         else:
             with lock:
-                probabilities = [predictor.predict(crop, **prompt, postprocess=False).crop_probability
-                                 for crop, prompt in zip(crops, prompts)]
+                probabilities = [predictor.predict(crop, prompt=prompt, postprocess=False).crop_probability
+                                 for crop, prompt in zip(crops, checked)]
         seconds = time.perf_counter() - start
         threshold = predictor.threshold if threshold is None else threshold
         answers = []
