@@ -18,15 +18,14 @@ from pathlib import Path
 
 from napari_iog import IOGPredictor
 from napari_iog import evaluation as E
-from napari_iog.training import cvppp_pairs, sstem_pairs
 from napari_iog.training.data import validation_instances
-from napari_iog.training.sources import dsb_pairs
+from napari_iog.training.sources import held_out_domain
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-DOMAINS = {
-    "dsb2018 (every 10th image)": lambda root: dsb_pairs(root / "dsb2018", held_out=True),
-    "sstem (slices 10-19)": lambda root: sstem_pairs(root / "sstem_vnc", range(10, 20)),
-    "cvppp (plants 81+)": lambda root: cvppp_pairs(root / "cvppp_a1", range(81, 1000)),
+DOMAINS = {   # the result file's label -> the held-out domain (training.sources.held_out_domain)
+    "dsb2018 (every 10th image)": "dsb2018",
+    "sstem (slices 10-19)": "sstem",
+    "cvppp (plants 81+)": "cvppp",
 }
 
 
@@ -50,9 +49,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     results: dict[str, dict] = {}
-    for domain, read in DOMAINS.items():
+    for domain, name in DOMAINS.items():
         try:
-            pairs = read(args.data_root)
+            pairs = held_out_domain(name, args.data_root)
         except FileNotFoundError as err:
             print(f"skip {domain}: {err}", file=sys.stderr)
             continue
