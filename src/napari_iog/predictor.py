@@ -428,6 +428,11 @@ class IOGPredictor:
         return prob.clamp_(0, 1).cpu().numpy()
 
 
+def is_predictor(model) -> bool:
+    """A ready predictor, local or remote (anything with the predictor's interface)."""
+    return hasattr(model, "predict") and hasattr(model, "predict_batch")
+
+
 def warmup_input(extreme_points: bool = False) -> torch.Tensor:
     """The warm-up object: a synthetic disc in the 512 frame with its clicks (IOG's box and
     inside click, or DEXTR's four extreme points), as the network's [1, C, 512, 512] input."""

@@ -16,13 +16,12 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 
 from .. import geometry as G
-from ..predictor import IOGPredictor
+from ..predictor import IOGPredictor, is_predictor
 from ..session import AnnotationSession
 from .bridge import ClickBridge, Predictions
 from .coordinates import Coordinates
 from .drawing import HelperLayers
 from .layers import NEXT_ID_KEY, SourceLayers, find_or_make_labels, labels_levels
-from .model_choice import is_predictor
 from .tasks import BoxAndStackMethods, DrawnBoxes, StackPropagation
 from .workers import qt_app_running
 

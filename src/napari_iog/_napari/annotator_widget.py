@@ -15,7 +15,7 @@ from napari.layers import Image, Shapes
 from napari.utils.notifications import show_error
 
 from .. import zoo
-from ..predictor import IOGPredictor
+from ..predictor import IOGPredictor, is_predictor
 from .annotator import Annotator
 from .bridge import shortcuts_help
 from .drawing import ROLE_COLOURS
@@ -28,7 +28,6 @@ from .model_choice import (
     ModelLoading,
     annotator_model_choices,
     describe_model,
-    is_predictor,
     is_server,
     mark_missing,
     model_tooltip,

@@ -25,11 +25,6 @@ def is_server(model) -> bool:
     return isinstance(model, str) and model.startswith(("http://", "https://"))
 
 
-def is_predictor(model) -> bool:
-    """A ready predictor, local or remote (anything with the predictor's interface)."""
-    return hasattr(model, "predict") and hasattr(model, "predict_batch")
-
-
 def present_model_choices() -> list[tuple[str, str]]:
     """(label, value) of the models at hand: the zoo's present ones by name, the bundled default
     first, then the models fine-tuned into the cache (newest first) by path."""
