@@ -32,7 +32,8 @@ def test_npe2_lists_the_plugin():
 
 def test_core_imports_without_napari_or_qt():
     code = ("import sys, napari_iog, napari_iog.models, napari_iog.predictor, napari_iog.session, "
-            "napari_iog.batch, napari_iog.evaluation, napari_iog.training, napari_iog.cli; "
+            "napari_iog.batch, napari_iog.evaluation, napari_iog.training, napari_iog.cli, napari_iog.cli_evaluate, "
+            "napari_iog.learning.learner, napari_iog.learning.background, napari_iog.learning.simulation; "
             "bad = [m for m in ('napari', 'qtpy', 'PyQt6', 'PySide6', 'magicgui') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -64,7 +65,7 @@ def test_numpy_only_modules_do_not_pull_in_torch():
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "napari_iog"
 #: what each part of the package must not import (DESIGN.md's layers: a click flows downward,
-#: napari -> session -> prompt -> predictor -> labels)
+#: napari -> session -> prompt -> predictor -> labels; the learner above training, below napari)
 FORBIDDEN = {
     "io": {"models", "geometry", "prompt", "preprocess", "predictor", "labels", "session", "propagation",
            "batch", "evaluation", "training", "cli", "zoo", "_napari"},
@@ -81,7 +82,13 @@ FORBIDDEN = {
     "evaluation": {"session", "labels", "batch", "training", "cli", "_napari"},
     "training": {"session", "labels", "batch", "cli", "_napari"},
     "cli": {"_napari"},
+    "cli_evaluate": {"_napari"},
+    "cli_common": {"_napari"},
+    "learning": {"session", "labels", "batch", "cli", "_napari"},
 }
+for _lower in ("io", "models", "geometry", "prompt", "predictor", "labels", "propagation", "session", "batch",
+               "evaluation", "training"):
+    FORBIDDEN[_lower] = FORBIDDEN[_lower] | {"learning"}     # the learner sits above training
 
 
 def _package_imports(path: Path) -> set[str]:

@@ -24,13 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from . import zoo
-
-
-def _bar(total: int | None, label: str, unit: str = "it", **options):
-    """A progress bar on stderr (tqdm): done/total, rate and time left."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=label, unit=unit, file=sys.stderr, dynamic_ncols=True, **options)
+from .cli_common import at_least
+from .cli_common import progress_bar as _bar
+from .cli_evaluate import _evaluation_instances, add_evaluate_parser  # noqa: F401  (tests use the first)
 
 
 def _weights_list(args) -> int:
@@ -91,21 +87,6 @@ def _weights_verify(args) -> int:
     return 0
 
 
-def _method(spec: str, device: str, postprocess: bool = False, precision: str = "auto", backend: str = "auto"):
-    from . import evaluation as E
-
-    if spec == "box":
-        return E.BoxBaseline()
-    if spec in ("grabcut", "opencv-grabcut"):
-        return E.GrabCutBaseline()
-    from .predictor import IOGPredictor
-
-    name = Path(spec).stem if Path(spec).is_file() else spec
-    predictor = IOGPredictor(spec, device=device, precision=precision, backend=backend)
-    print(f"{name}: {predictor.precision} on {predictor.device} ({predictor.backend})", file=sys.stderr)
-    return E.IOGMethod(predictor, name=name, postprocess=postprocess)
-
-
 def _annotate(args) -> int:
     import napari
 
@@ -126,56 +107,6 @@ def _annotate(args) -> int:
 def _serve(args) -> int:
     from .serve.main import serve
     return serve(args.model, args.device, args.host, args.port, args.token, args.no_token)
-
-
-def _evaluation_instances(dataset: str, data_root: str | None) -> list:
-    """A benchmark (grabcut, berkeley), a held-out domain by name (sstem, cvppp, dsb2018: the
-    objects the default never trained on) or a folder."""
-    from . import evaluation as E
-    from .training.data import validation_instances
-    from .training.sources import HELD_OUT_DOMAINS, held_out_domain
-
-    if dataset not in HELD_OUT_DOMAINS:
-        return E.load_dataset(dataset, data_root)
-    from .evaluation.datasets import data_root as root_of
-
-    pairs = held_out_domain(dataset, root_of(data_root, dataset))
-    return validation_instances(pairs, limit=None)
-
-
-def _evaluate(args) -> int:
-    from . import evaluation as E
-
-    instances = _evaluation_instances(str(args.dataset), args.data_root)
-    if args.limit is not None:
-        instances = instances[:args.limit]
-    out = Path(args.out)
-    summaries = {}
-    dataset_tag = Path(str(args.dataset)).name
-    specs = args.model or [zoo.DEFAULT_MODEL]
-    if args.vs_grabcut and not {"grabcut", "opencv-grabcut"} & set(specs):
-        specs = [*specs, "opencv-grabcut"]
-    for spec in specs:
-        method = _method(spec, args.device, args.postprocess, args.precision, args.backend)
-        with _bar(len(instances), f"{method.name} on {dataset_tag}", unit="object") as bar:
-            def progress(done, total, result):
-                bar.update(1)
-                bar.set_postfix_str(f"IoU@3 {result['ious'][2]:.3f}")
-
-            result = E.evaluate(method, instances, args.max_clicks, progress=progress)
-        result["dataset"] = str(args.dataset)
-        tag = f"{dataset_tag}_{method.name}".replace("/", "_")
-        E.write_results(result, out, tag)
-        summaries[method.name] = result["summary"]
-    print(E.summary_table(summaries))
-    (out / f"{dataset_tag}_summary.json").write_text(json.dumps(summaries, indent=1))
-    if not args.no_plot:
-        try:
-            E.plot_curves(summaries, out / f"{dataset_tag}_miou.png", f"{dataset_tag}: mIoU against clicks")
-        except ImportError:
-            print("(no plot: matplotlib is not installed; pip install 'napari-iog[benchmark]')")
-    print(f"results in {out}")
-    return 0
 
 
 SHARED_TRAINING_SETS = {"sstem": "sstem_vnc", "cvppp": "cvppp_a1", "bsds": "bsds500_test_regions"}
@@ -349,21 +280,6 @@ def _predict(args) -> int:
             dist.destroy_process_group()
 
 
-def at_least(low: int):
-    """An argparse type: an integer >= ``low``, else a one-line usage error saying so."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
-        return value
-
-    parse.__name__ = f"integer >= {low}"
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     from .training.config import TrainConfig
 
@@ -411,34 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-token", action="store_true", help="serve without a token (trusted networks only)")
     serve.set_defaults(func=_serve)
 
-    evaluate = sub.add_parser("evaluate", help="simulated-user evaluation (mIoU@k, NoC@85/90)")
-    evaluate.add_argument("--dataset", required=True,
-                          help="grabcut, berkeley, a held-out domain (sstem, cvppp, dsb2018: what the default "
-                               "never trained on), or a folder (GrabCut/Berkeley layout or images/ + labels/)")
-    evaluate.add_argument("--model", action="append", default=None,
-                          help="a zoo name, a checkpoint path, 'box' or 'grabcut'; repeat to compare "
-                               f"(default: {zoo.DEFAULT_MODEL}, the model that ships with napari-iog)")
-    evaluate.add_argument("--data-root", default=None,
-                          help="the folder holding grabcut/ and berkeley/ (default: $NAPARI_IOG_DATA)")
-    evaluate.add_argument("--max-clicks", type=at_least(3), default=20,
-                          help="clicks per object, the three first ones included (at least 3; default 20)")
-    evaluate.add_argument("--limit", type=at_least(1), default=None, help="only the first N objects (N >= 1)")
-    evaluate.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
-    evaluate.add_argument("--precision", default="auto",
-                          help="auto (bf16 where the CPU or GPU is fast at it), float32 (the exact network), "
-                               "bfloat16 or float16")
-    evaluate.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"),
-                          help="auto (on a CPU, ONNX Runtime where the warm-up finds it faster and agreeing), "
-                               "torch, or onnxruntime (float32, CPU; needs napari-iog[fast])")
-    evaluate.add_argument("--out", default="evaluation",
-                          help="folder for the results (JSON per method and dataset, summary, plot)")
-    evaluate.add_argument("--no-plot", action="store_true", help="write no PNG of the curves")
-    evaluate.add_argument("--vs-grabcut", action="store_true",
-                          help="also run OpenCV GrabCut from the same clicks, for its curve beside the models'")
-    evaluate.add_argument("--postprocess", action="store_true",
-                          help="score the cleaned masks the annotator commits (only the clicked piece, inside "
-                               "the box) instead of the network's raw output, which the published figures score")
-    evaluate.set_defaults(func=_evaluate)
+    add_evaluate_parser(sub)
 
     train = sub.add_parser("train", help="train or fine-tune a model on your annotated images",
                            description="Train or fine-tune an IOG model. Ctrl+C (or SIGTERM) stops after the "
