@@ -180,7 +180,7 @@ class IOGPredictor:
         self._cache_size = cache_size
         self.precision = choose_precision(precision, self.device, getattr(self.model, "bf16_on_cpu", True))
         self.backend = "torch"
-        exact_model = self.model
+        self.network = exact_model = self.model     # as loaded: what learning starts from
         self._fast = precision != "float32"
         if self._fast:
             self.model = fast_copy(self.model)
@@ -426,6 +426,12 @@ class IOGPredictor:
         prob = torch.sigmoid(logit.float())[None]
         prob = G.resize_bicubic(prob, (crop.height, crop.width))[0, 0]
         return prob.clamp_(0, 1).cpu().numpy()
+
+
+def read_crop_rgb(image, crop: G.Box, channels: Sequence[int] | None = None,
+                  contrast_limits: Sequence[float] | None = None) -> np.ndarray:
+    """``crop`` of a 2D image as RGB 0..255, the way the predictor reads it (zero outside)."""
+    return _ImageReader.of(image, channels, contrast_limits).crop_rgb(crop)
 
 
 def is_predictor(model) -> bool:

@@ -59,6 +59,7 @@ class Annotator(BoxAndStackMethods):
     boxes_finished = Signal(int)
     notified = Signal(str)      # every problem shown to the user, in full
     stopped = Signal(str)       # the annotator closed itself (its image or labels layer was removed)
+    commits_changed = Signal(str, int, object)   # "committed"/"undid"/"redid", the id, the clicks (on commit)
 
     def __init__(self, viewer, image_layer: Image | str | None = None, model: Any = None, *,
                  device: str = "auto", precision: str = "auto", labels_layer: Labels | str | None = None,
@@ -184,10 +185,12 @@ class Annotator(BoxAndStackMethods):
         self.predictions.work.wait()
         if self.session.ready and not self.session.up_to_date:
             self.predictions.now()
+        clicks = self.session.current.clicks if self.session.current is not None else {}
         label_id = self.session.commit()
         self.labels_layer.refresh()
         self.draw()
         self.set_status(f"committed object {label_id}")
+        self.commits_changed.emit("committed", label_id, clicks)
         return label_id
 
     def undo(self) -> str | None:
@@ -213,6 +216,8 @@ class Annotator(BoxAndStackMethods):
         self.draw()
         self.set_status({"commit": f"{verb} the commit of object {label_id}", "click": f"{verb} the last click",
                          None: f"nothing to {verb[:-2]}"}[what])
+        if what == "commit" and label_id is not None:
+            self.commits_changed.emit(verb, label_id, None)
         return what
 
     def use_predictor(self, predictor: IOGPredictor) -> None:

@@ -21,6 +21,7 @@ from .bridge import shortcuts_help
 from .drawing import ROLE_COLOURS
 from .layers import image_layer_names, labels_layer_names, user_layer_names
 from .layout import available_devices, make_compact, share_dock, titled, wrap_text
+from .learning_controls import LearningControls
 from .model_choice import (
     FROM_FILE,
     FROM_SERVER,
@@ -113,6 +114,7 @@ class AnnotatorWidget(Container):
         self.boxes_button.tooltip = ("segment one object per shape of the chosen shapes layer (its box, the "
                                      "centre as the inside click) and commit them all; one Undo takes them back")
         self.status = Label(value="no model loaded")
+        self.learning = LearningControls()
         self.status.tooltip = ("the model, the device and what runs it: float32 or bfloat16 in torch, or 'ORT': "
                                "the same float32 network in ONNX Runtime, chosen at the start where it is faster")
         #: the last problem, in full (a notification toast may cut it short)
@@ -133,7 +135,8 @@ class AnnotatorWidget(Container):
                      self.model_info, self.download_button, self.model_file_row, self.server_row, titled(self.device),
                      self.start_button, self.negative, self.overwrite, self.commit_button, buttons,
                      self.propagate_row,
-                     titled(self.boxes_layer), self.boxes_button, self.status, self.message, self.help])
+                     titled(self.boxes_layer), self.boxes_button, self.status, self.learning, self.message,
+                     self.help])
         self.start_button.tooltip = self.help.tooltip
         self.model.changed.connect(self._show_model)
         self.download_button.changed.connect(lambda: self.download())
@@ -295,6 +298,7 @@ class AnnotatorWidget(Container):
         self.propagate_row.visible = bool(axes)
         self.labels.reset_choices()
         self.labels.value = annotator.labels_layer.name
+        self.learning.attach(annotator)
         self._on_status(annotator.status)
 
     def _stopped(self, why: str) -> None:
