@@ -1,7 +1,7 @@
 """The latency a user feels: from the click on the canvas to the mask painted in the viewer.
 
     xvfb-run -a -s "-screen 0 1280x800x24" python3 benchmarks/viewer_latency.py \\
-        [--models napari-iog-default iog-resnet101] [--objects 10] [--out FILE]
+        [--models napari-iog-default iog-resnet101] [--objects 10] [--learning] [--out FILE]
 
 A real napari viewer (1280 x 800) shows the astronaut (512 x 512); for each object the user
 clicks two corners and an inside point with the mouse (real Qt events on the canvas), then one
@@ -12,6 +12,10 @@ records, from the mouse press:
 and beside them the predictor's own time for the same prompt, called directly (what
 ``bench_predictor.py`` reports). An architecture name (``iog-resnet101``) runs with random
 weights: the time does not depend on them. Median over the objects, in milliseconds.
+
+``--learning``: first commits six objects with real clicks, so that the annotator's learner
+(its own process, nice 19, one thread) is training through the whole measurement, and says
+how many steps it made meanwhile; without it, learning is turned off.
 """
 
 from __future__ import annotations
@@ -39,6 +43,26 @@ def predictor_for(spec: str, precision: str):
 
     model = build_model(spec, seed=0) if spec in ARCHITECTURES else spec
     return IOGPredictor(model, device="cpu", precision=precision)
+
+
+def start_learning(viewer, layer, widget, objects: int = 6) -> None:
+    """Commit ``objects`` objects with real clicks and wait until the learner trains."""
+    ann, learning = widget.annotator, widget.learning.learning
+    learning.settings.seconds_per_object = 600.0        # busy through the measurement
+    ann.overwrite = True
+    for n in range(objects):
+        top, left = 60 + 40 * (n % 3), 60 + 50 * n
+        for point in ((top, left), (top + 120, left + 100), (top + 60, left + 50)):
+            mouse_click(viewer, world_of(layer, point))
+        ann.wait()
+        press_key(viewer, "Enter")
+    if learning.learner is None:
+        raise SystemExit(f"nothing committed: {widget.message.value or widget.status.value}")
+    deadline = time.perf_counter() + 120
+    while time.perf_counter() < deadline and not (learning.learner.report and learning.learner.report.steps):
+        learning.poll(timeout=0.5)
+        QApplication.processEvents()
+    print("learner training:", learning.learner.report, flush=True)
 
 
 def measure(viewer, layer, widget, predictor, objects: int) -> dict:
@@ -87,7 +111,8 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--objects", type=int, default=8)
     parser.add_argument("--no-bf16", action="store_true", help="choose precision as on a CPU without fast bf16")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "viewer-latency.json")
+    parser.add_argument("--learning", action="store_true", help="measure while the annotator's learner trains")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     import torch
 
@@ -103,12 +128,23 @@ def main(argv=None) -> int:
         _, widget = viewer.window.add_plugin_dock_widget("napari-iog", "IOG annotator")
         predictor = predictor_for(spec, args.precision)
         widget.start(predictor)
+        if args.learning:
+            start_learning(viewer, layer, widget)
+        else:
+            widget.learning.toggle.value = False
         runs = predictor.precision + ("" if predictor.backend == "torch" else f", {predictor.backend}")
         results[spec] = {"precision": runs, **measure(viewer, layer, widget, predictor, args.objects)}
+        if args.learning:
+            learning = widget.learning.learning
+            learning.poll()
+            results[spec]["learner_steps_during"] = learning.learner.report.steps if learning.learner.report else 0
         print(spec, results[spec], flush=True)
         viewer.close()
     out = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-           "date": time.strftime("%Y-%m-%d"), "objects": args.objects, "no_bf16": args.no_bf16, "results_ms": results}
+           "date": time.strftime("%Y-%m-%d"), "objects": args.objects, "no_bf16": args.no_bf16,
+           "learning": args.learning, "results_ms": results}
+    name = "viewer-latency-learning.json" if args.learning else "viewer-latency.json"
+    args.out = args.out or ROOT / "benchmarks" / "results" / name
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))
     print("| model | runs | click | predictor | shown | painted |\n| --- | --- | --- | --- | --- | --- |")
