@@ -10,9 +10,11 @@ import torch
 from conftest import GuidanceFollower, synthetic_scene
 
 from napari_iog import Annotator, zoo
+from napari_iog import geometry as G
 from napari_iog._napari.learning import AnnotatorLearning
 from napari_iog.learning.background import LearnedWeights
 from napari_iog.learning.learner import LearnReport
+from napari_iog.learning.pool import object_region
 from napari_iog.models import build_model, load_model
 from napari_iog.predictor import IOGPredictor
 
@@ -140,3 +142,22 @@ def test_a_model_that_cannot_learn_says_why_and_a_failing_learner_stops_learning
     label_id = commit(ann)                                   # annotating goes on
     assert (ann.labels_layer.data == label_id).any()
     assert np.unique(ann.labels_layer.data).size >= 2
+
+
+def test_objects_of_any_slice_of_a_stack_reach_the_learner(tmp_path):
+    image, _ = synthetic_scene()
+    stack = np.stack([np.roll(image, 20 * k, axis=1) for k in range(3)])
+    viewer = ViewerModel()
+    layer = viewer.add_image(stack, rgb=True)
+    network = build_model("iog-resnet18", {"psp_channels": 32, "head_channels": 16}, seed=0).eval()
+    ann = Annotator(viewer, layer, IOGPredictor(network, device="cpu", precision="float32", warmup=False))
+    learning = AnnotatorLearning(ann, learner_factory=RecordingLearner)
+    learning.start()
+    ann.segment(BOX, INSIDE, plane=(2,))
+    label_id = ann.commit()
+    obj = learning.learner.objects[label_id]
+    assert (ann.labels_layer.data[2] == label_id).sum() == obj.mask.sum() > 0
+    assert not (ann.labels_layer.data[:2] == label_id).any()
+    plane = ann.labels_layer.data[2] == label_id
+    region = object_region(G.Box(0, 0, *[n - 1 for n in plane.shape]), plane)
+    assert np.array_equal(obj.rgb, G.crop_padded(stack[2], region))      # slice 2's pixels, not slice 0's
