@@ -39,8 +39,9 @@ BAND_SHARE, BAND_MIN = 0.05, 2
 
 @dataclass
 class LearnSettings:
-    """How the learner trains. Chosen by measurement (docs/benchmarks.md, "Learning while
-    annotating"): see ``benchmarks/learn_recipe.py``."""
+    """How the learner trains: ``napari-iog train``'s optimizer (AdamW, lr 1e-4, BatchNorm
+    frozen) and simulated corrections, on small batches. Not tuned on their own yet: the
+    simulated sessions of docs/benchmarks.md ("Learning while annotating") ran with these."""
 
     lr: float = 1e-4
     batch_size: int = 4
