@@ -96,6 +96,13 @@ def test_the_candidate_replaces_the_model_in_use_only_when_it_scores_higher(monk
     assert changed                                             # the candidate's weights are in use now
     scores["candidate"] = 0.50
     assert not learner.check().swapped                         # a worse candidate never replaces it
+    scores.update({"base": 0.95, "candidate": 0.93})           # the base now does better on the newest objects:
+    report = learner.check()                                   # it comes back, the candidate does not
+    assert report.swapped and report.learned_from == 0 and report.in_use_miou == 0.95
+    assert all(torch.equal(v, learner.base.state_dict()[k]) for k, v in learner.in_use.state_dict().items())
+    assert report.text().startswith("back to the model you started with")
+    scores["in use"] = 0.95
+    assert not learner.check().swapped                         # a candidate must beat the base too
 
 
 def test_the_learner_trains_a_copy_and_leaves_the_base_and_the_model_in_use_alone():

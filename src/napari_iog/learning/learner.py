@@ -77,6 +77,8 @@ class LearnReport:
         return asdict(self)
 
     def text(self) -> str:
+        if self.version and not self.learned_from:
+            return f"back to the model you started with: it does better on your newest {self.held_out} objects"
         if self.version == 0:
             if self.steps == 0:
                 return f"learning: {self.objects} object(s) kept, too few to learn from yet"
@@ -166,19 +168,27 @@ class Learner:
     # --- the swap ------------------------------------------------------------------------------------
 
     def check(self) -> LearnReport:
-        """Score the candidate against the model in use on the held-out objects; the candidate
-        replaces it when it does better by more than ``min_gain``."""
+        """Score the base, the model in use and the candidate on the held-out objects. The
+        candidate replaces the model in use when it beats both it and the base by more than
+        ``min_gain``; the base comes back when it beats the model in use so (a learned model
+        that does worse than where the user started is dropped)."""
         held = self.pool.held_out()
+        enough = len(held) >= self.pool.min_held_out
         base = self._miou("base", self.base, held)
         in_use = self._miou(f"in use {self.version}", self.in_use, held)
         candidate = self._miou(None, self.candidate, held) if self.steps and held else None
-        swapped = (candidate is not None and in_use is not None and len(held) >= self.pool.min_held_out
-                   and candidate > in_use + self.settings.min_gain)
-        if swapped:
-            self.in_use = copy.deepcopy(self.candidate).eval()
-            self.version += 1
+        gain = self.settings.min_gain
+        swapped = False
+        if enough and candidate is not None and candidate > max(in_use, base) + gain:
+            self.in_use, in_use = copy.deepcopy(self.candidate).eval(), candidate
             self.learned_from = sum(o.trained for o in self.pool.objects())
-            in_use = candidate
+            swapped = True
+        elif enough and self.learned_from and base > in_use + gain:
+            self.in_use, in_use = copy.deepcopy(self.base), base
+            self.learned_from = 0
+            swapped = True
+        if swapped:
+            self.version += 1
         return LearnReport(len(self.pool), self.learned_from, len(held), base, in_use, candidate, swapped,
                            self.steps, self.version)
 
