@@ -113,6 +113,12 @@ def test_a_better_model_is_put_in_use_between_objects_only_and_saved(learning):
     assert card["base"] == "tiny (test)"
     assert card["learned_while_annotating"]["objects"] == 2
     assert card["learned_while_annotating"]["miou@3_base"] == 0.7
+    learning.learner.news.append(LearnedWeights(2, base.network.state_dict(),              # the base does
+                                                LearnReport(2, 0, 4, 0.9, 0.9, 0.8, True, 9, 2)))  # better again
+    learning.poll()
+    assert ann.predictor is base                             # the very predictor the user started with
+    with pytest.raises(ValueError, match="nothing learned yet"):
+        learning.save()
 
 
 def test_a_model_that_cannot_learn_says_why_and_a_failing_learner_stops_learning_only(tmp_path):

@@ -180,6 +180,10 @@ class AnnotatorLearning:
         if self.pending is None or self.annotator.session.clicks:
             return
         weights, self.pending = self.pending, None
+        if not weights.report.learned_from:        # the learner went back to the model you started with
+            self.in_use = self._given = None
+            self.annotator.use_predictor(self.base)
+            return
         network = copy.deepcopy(self.base.network)
         network.load_state_dict(weights.state)
         network.card = {**self.base.card, "learned": weights.report.to_dict()}
