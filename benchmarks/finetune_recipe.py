@@ -1,0 +1,87 @@
+"""Which fine-tuning recipe adapts the default to a domain, at a fixed CPU budget.
+
+    python benchmarks/finetune_recipe.py --domains sstem cvppp dsb2018 --lrs 1e-4 3e-4 1e-3 \\
+        [--steps 200] [--batch-size 4] [--objects 100] [--out FILE]
+
+For each domain, ``napari-iog train``'s loop fine-tunes the shipped default on the domain's
+training part (ssTEM slices 0-9, CVPPP plants 1-80, the first 60 DSB2018 images that are not held out),
+``--steps`` steps of ``--batch-size``, once per learning rate, and the simulated user (20
+clicks) scores the result on the first ``--objects`` held-out objects
+(``evaluate --dataset sstem|cvppp|dsb2018``); the default itself is scored first. Writes
+mIoU@3, NoC@90 and the training seconds of each run as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from napari_iog import zoo
+from napari_iog.evaluation import IOGMethod, evaluate
+from napari_iog.predictor import IOGPredictor
+from napari_iog.training import TrainConfig, train, validation_instances
+from napari_iog.training.sources import held_out_domain
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+def training_part(domain: str, root: Path):
+    from napari_iog.training.data import cvppp_pairs, sstem_pairs
+    from napari_iog.training.sources import dsb_pairs
+
+    if domain == "sstem":
+        return sstem_pairs(root / "sstem_vnc", range(0, 10))
+    if domain == "cvppp":
+        return cvppp_pairs(root / "cvppp_a1", range(1, 81))
+    return dsb_pairs(root / "dsb2018")[:60]
+
+
+def score(model, instances) -> dict:
+    predictor = IOGPredictor(model, device="cpu", precision="float32", warmup=False, backend="torch")
+    summary = evaluate(IOGMethod(predictor, postprocess=True), instances, max_clicks=20)["summary"]
+    return {"miou@3": round(summary["miou@3"], 4), "noc@90": summary["noc90"]}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--domains", nargs="+", default=["sstem", "cvppp", "dsb2018"])
+    parser.add_argument("--lrs", nargs="+", type=float, default=[1e-4, 3e-4, 1e-3])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--objects", type=int, default=100)
+    parser.add_argument("--data-root", type=Path, default=DATA)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "finetune-recipe.json")
+    args = parser.parse_args(argv)
+    results: dict = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                     "date": time.strftime("%Y-%m-%d"), "steps": args.steps, "batch_size": args.batch_size,
+                     "objects": args.objects, "domains": {}}
+    for domain in args.domains:
+        instances = validation_instances(held_out_domain(domain, args.data_root), limit=None)[:args.objects]
+        pairs = training_part(domain, args.data_root)
+        runs = {"default": score(zoo.DEFAULT_MODEL, instances)}
+        print(domain, "default", runs["default"], flush=True)
+        for lr in args.lrs:
+            with tempfile.TemporaryDirectory() as folder:
+                out = Path(folder) / "tuned.pt"
+                config = TrainConfig(out=str(out), steps=args.steps, batch_size=args.batch_size, lr=lr,
+                                     val_objects=0, val_fraction=0.0)
+                started = time.perf_counter()
+                train(config, pairs)
+                seconds = time.perf_counter() - started
+                runs[f"lr {lr:g}"] = {**score(str(out), instances), "train_seconds": round(seconds, 1)}
+            print(domain, f"lr {lr:g}", runs[f"lr {lr:g}"], flush=True)
+        results["domains"][domain] = runs
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
