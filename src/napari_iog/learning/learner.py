@@ -28,9 +28,9 @@ from torch import nn
 from ..evaluation.clicks import initial_clicks
 from ..evaluation.metrics import iou
 from ..models import IOGRefineNetwork
-from ..training.corrections import add_corrections, add_guidance_corrections
+from ..training.corrections import simulate_corrections
 from ..training.data import InstanceDataset
-from ..training.loop import freeze, iog_loss, set_train_mode
+from ..training.loop import batch_loss, freeze, set_train_mode
 from .pool import LearnedObject, ObjectPool
 
 #: the boundary band left out of the scores: this share of the object's size, at least BAND_MIN pixels
@@ -152,13 +152,8 @@ class Learner:
         model = self.candidate
         set_train_mode(model, freeze_bn=True)
         if rng.random() < self.settings.correction_prob:
-            simulate = add_corrections if self.refine else add_guidance_corrections
-            batch["clicks" if self.refine else "x"] = simulate(model, batch, rng, self.settings.correction_rounds)
-        if self.refine:
-            fine, coarse = model(batch["x"], batch["clicks"], return_coarse=True)
-        else:
-            fine, coarse = model(batch["x"], return_coarse=True)
-        loss = iog_loss(fine, coarse, batch["target"])
+            simulate_corrections(model, batch, rng, self.settings.correction_rounds)
+        loss = batch_loss(model, batch, self.refine)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

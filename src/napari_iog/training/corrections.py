@@ -12,6 +12,7 @@ from torch import nn
 
 from .. import geometry as G
 from ..evaluation import next_click
+from ..models import IOGRefineNetwork
 
 #: chance that a sample also gets a random extra click before the rounds (positive inside the
 #: object, or negative in the crop outside it): clicks a user places anywhere, not only at the
@@ -85,6 +86,16 @@ def add_guidance_corrections(model: nn.Module, batch: dict[str, torch.Tensor], r
             _redraw(x, inside, outside, clicks, changed)
     _restore(model, modes)
     return x
+
+
+def simulate_corrections(model: nn.Module, batch: dict[str, torch.Tensor], rng: np.random.Generator,
+                         max_rounds: int = 3) -> None:
+    """Put simulated corrections into ``batch``: the click maps of a refinement network
+    (:func:`add_corrections`), the guidance maps of a plain one (:func:`add_guidance_corrections`)."""
+    if isinstance(model, IOGRefineNetwork):
+        batch["clicks"] = add_corrections(model, batch, rng, max_rounds)
+    else:
+        batch["x"] = add_guidance_corrections(model, batch, rng, max_rounds)
 
 
 def _modes(model: nn.Module) -> list[bool]:

@@ -45,7 +45,7 @@ from ..models import ARCHITECTURES, IOGRefineNetwork, build_model, load_model, s
 from ..models.checkpoint import atomic_save, state_path
 from ..models.devices import distributed_context
 from .config import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, TrainConfig, TrainingError
-from .corrections import add_corrections, add_guidance_corrections
+from .corrections import simulate_corrections
 from .data import InstanceDataset, Pair, validation_instances
 from .events import CheckpointSaved, StepDone, TrainingEnded, TrainingEvent, TrainingStarted, Validated
 
@@ -79,6 +79,16 @@ def iog_loss(fine: torch.Tensor, coarse: Sequence[torch.Tensor], target: torch.T
     total = sum(F.binary_cross_entropy_with_logits(o.float(), target, weight, reduction="sum")
                 for o in (fine, *coarse))
     return total / target.shape[0]
+
+
+def batch_loss(model: nn.Module, batch: dict[str, torch.Tensor], refine: bool) -> torch.Tensor:
+    """The network on a training batch (refinement networks also take the click maps), scored
+    by :func:`iog_loss`."""
+    if refine:
+        fine, coarse = model(batch["x"], batch["clicks"], return_coarse=True)
+    else:
+        fine, coarse = model(batch["x"], return_coarse=True)
+    return iog_loss(fine, coarse, batch["target"])
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -284,14 +294,9 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
                     # by optimizer step and micro-batch within it: a resumed run draws the same clicks
                     rng = np.random.default_rng([config.seed, step, micro % config.accumulate, rank])
                     if rng.random() < config.correction_prob:
-                        simulate = add_corrections if refine else add_guidance_corrections
-                        batch[("clicks" if refine else "x")] = simulate(module, batch, rng, config.correction_rounds)
+                        simulate_corrections(module, batch, rng, config.correction_rounds)
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    if refine:
-                        fine, coarse = model(batch["x"], batch["clicks"], return_coarse=True)
-                    else:
-                        fine, coarse = model(batch["x"], return_coarse=True)
-                loss = iog_loss(fine, coarse, batch["target"])
+                    loss = batch_loss(model, batch, refine)
                 scaled = loss / config.accumulate
                 (scaler.scale(scaled) if scaler else scaled).backward()
             loss_sum += float(loss.detach()) / frame_pixels
