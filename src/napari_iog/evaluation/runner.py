@@ -8,8 +8,11 @@ import csv
 import json
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .clicks import extreme_points, initial_clicks, next_click
 from .datasets import Instance
@@ -19,21 +22,35 @@ from .metrics import DEFAULT_MAX_CLICKS, iou, noc, summarize
 WORSE_BY = 1e-4
 
 
-def evaluate_instance(method, instance: Instance, max_clicks: int = DEFAULT_MAX_CLICKS) -> dict[str, Any]:
-    """Simulate one user on one object; returns per-click IoUs (index k-1 for click k) and NoC."""
+@dataclass
+class ClickSession:
+    """One simulated user's object: the IoU after each click (index k-1 for click k), the last
+    mask, the clicks, and how many corrections were made and made the mask worse."""
+
+    ious: list[float]
+    prediction: np.ndarray
+    clicks: dict[str, list]
+    corrections: int
+    worse: int
+
+
+def click_session(method, instance: Instance, max_clicks: int = DEFAULT_MAX_CLICKS,
+                  stop_at: float | None = None) -> ClickSession:
+    """Simulate one user on one object, up to ``max_clicks`` (or until the IoU reaches
+    ``stop_at``); the IoUs are padded with the last one up to ``max_clicks``."""
     mask, ignore = instance.mask.astype(bool), instance.ignore
     if getattr(method, "dextr", False):
         clicks: dict[str, list] = {"extreme": extreme_points(mask)}
     else:
         clicks = {**initial_clicks(mask), "positive": [], "negative": []}
     ious = [0.0] * (method.first_click - 1)
-    start = time.perf_counter()
     prediction = method.segment(instance.image, clicks)
     ious.append(iou(prediction, mask, ignore))
     corrections = worse = 0
     while len(ious) < max_clicks:
-        click = next_click(prediction, mask, ignore) if method.takes_corrections() else None
-        if click is None:   # no error left, or a method without corrections: the result stays
+        done = stop_at is not None and ious[-1] >= stop_at
+        click = next_click(prediction, mask, ignore) if method.takes_corrections() and not done else None
+        if click is None:   # no error left, done, or a method without corrections: the result stays
             ious.append(ious[-1])
             continue
         point, positive = click
@@ -42,8 +59,16 @@ def evaluate_instance(method, instance: Instance, max_clicks: int = DEFAULT_MAX_
         ious.append(iou(prediction, mask, ignore))
         corrections += 1
         worse += int(ious[-1] < ious[-2] - WORSE_BY)
+    return ClickSession(ious, prediction, clicks, corrections, worse)
+
+
+def evaluate_instance(method, instance: Instance, max_clicks: int = DEFAULT_MAX_CLICKS) -> dict[str, Any]:
+    """Simulate one user on one object; returns per-click IoUs (index k-1 for click k) and NoC."""
+    start = time.perf_counter()
+    session = click_session(method, instance, max_clicks)
+    ious = session.ious
     return {"name": instance.name, "ious": ious, "noc85": noc(ious, 0.85, max_clicks),
-            "noc90": noc(ious, 0.90, max_clicks), "corrections": corrections, "worse": worse,
+            "noc90": noc(ious, 0.90, max_clicks), "corrections": session.corrections, "worse": session.worse,
             "seconds": time.perf_counter() - start}
 
 

@@ -19,9 +19,9 @@ from torch import nn
 
 from .. import geometry as G
 from ..evaluation import IOGMethod
-from ..evaluation.clicks import initial_clicks, next_click
 from ..evaluation.datasets import Instance
-from ..evaluation.metrics import iou, noc
+from ..evaluation.metrics import noc
+from ..evaluation.runner import click_session
 from ..training.data import as_rgb8
 from .learner import Learner, LearnSettings
 from .pool import learned_object
@@ -34,18 +34,8 @@ COMMITS = ("shown", "true")
 def annotate(method: IOGMethod, instance: Instance, max_clicks: int) -> tuple[list[float], np.ndarray, dict]:
     """Click until IoU 0.90 (or ``max_clicks``); returns the IoU after each click (the last one
     repeated up to ``max_clicks``), the mask committed and the clicks."""
-    truth, ignore = instance.mask.astype(bool), instance.ignore
-    clicks = {**initial_clicks(truth), "positive": [], "negative": []}
-    prediction = method.segment(instance.image, clicks)
-    ious = [0.0, 0.0, iou(prediction, truth, ignore)]
-    while len(ious) < max_clicks and ious[-1] < TARGET_IOU:
-        click = next_click(prediction, truth, ignore)
-        if click is None:
-            break
-        clicks["positive" if click[1] else "negative"].append(click[0])
-        prediction = method.segment(instance.image, clicks)
-        ious.append(iou(prediction, truth, ignore))
-    return ious + [ious[-1]] * (max_clicks - len(ious)), prediction, clicks
+    session = click_session(method, instance, max_clicks, stop_at=TARGET_IOU)
+    return session.ious, session.prediction, session.clicks
 
 
 def simulate(model: nn.Module, instances: Sequence[Instance], settings: LearnSettings | None = None,
