@@ -28,6 +28,13 @@ from torch import nn
 
 from . import geometry as G
 from . import zoo
+from .correction_maps import (
+    FirstMasks,
+    complete_inputs,
+    no_correction_maps,
+    remember_first_masks,
+    takes_correction_maps,
+)
 from .models import IOGRefineNetwork, load_model, onnx_runtime, resolve_device
 from .models.precision import PRECISIONS, FastPathCheck, autocast, choose_precision, fast_copy
 from .preprocess import ImageLayout, image_layout, intensity_range, to_rgb255
@@ -178,6 +185,8 @@ class IOGPredictor:
         self.postprocess = bool(postprocess)
         self._features: OrderedDict[tuple, tuple] = OrderedDict()
         self._cache_size = cache_size
+        self.takes_correction_maps = takes_correction_maps(self.model)
+        self._first_masks = FirstMasks(2 * cache_size)
         self.precision = choose_precision(precision, self.device, getattr(self.model, "bf16_on_cpu", True))
         self.backend = "torch"
         self.network = exact_model = self.model     # as loaded: what learning starts from
@@ -185,8 +194,8 @@ class IOGPredictor:
         if self._fast:
             self.model = fast_copy(self.model)
         if backend == "onnxruntime":
-            self._check_onnx_runtime_fits(precision)
-        x = warmup_input(self.is_dextr)
+            _check_onnx_runtime_fits(self._onnx_runtime_fits(), self.is_refine, self.device, precision)
+        x = warmup_input(self.is_dextr, self.takes_correction_maps)
         exact = self._warmup(x, exact_model if precision == "auto" else None) if warmup else None
         # ONNX Runtime runs float32; where bf16 was kept it is not tried (ResNet-101 on Zen 4: 0.68 s
         # against bf16's 0.40 s), which spares those CPUs the export.
@@ -214,13 +223,6 @@ class IOGPredictor:
     def _onnx_runtime_fits(self) -> bool:
         """One network call per click, on the CPU (refinement models split theirs in two)."""
         return self.device.type == "cpu" and not self.is_refine
-
-    def _check_onnx_runtime_fits(self, precision: str) -> None:
-        if not self._onnx_runtime_fits():
-            what = "a refinement model" if self.is_refine else f"the {self.device.type} device"
-            raise ValueError(f"the onnxruntime backend runs single-pass models on the CPU, not {what}")
-        if precision not in ("auto", "float32"):
-            raise ValueError(f"the onnxruntime backend runs float32, not precision={precision!r}")
 
     def _try_onnx_runtime(self, x: torch.Tensor, exact_model: nn.Module, exact: torch.Tensor | None,
                           forced: bool) -> None:
@@ -329,9 +331,11 @@ class IOGPredictor:
                 warnings.warn(f"the image is blank (one value everywhere) in the box rows {box.r0}..{box.r1}, "
                               f"cols {box.c0}..{box.c1}: there is nothing to segment, the mask only "
                               "follows the clicks", BlankImageWarning, stacklevel=3)
-        t_prepared = time.perf_counter()
         if batch_size is None:   # ONNX Runtime on a CPU: batches of 2 were slower than single objects
             batch_size = 16 if self.device.type == "cuda" else 1 if self.backend == "onnxruntime" else 2
+        if self.takes_correction_maps:
+            complete_inputs(inputs, self._first_masks, self._forward, batch_size)
+        t_prepared = time.perf_counter()
         logits: list[torch.Tensor] = []
         for i in range(0, len(inputs), batch_size):
             chunk = inputs[i:i + batch_size]
@@ -341,6 +345,8 @@ class IOGPredictor:
             x = _batch([item.x for item in chunk])
             clicks = _batch([item.clicks for item in chunk]) if self.is_refine else None
             logits.extend(self._forward(x, clicks))
+        if self.takes_correction_maps:
+            remember_first_masks(inputs, logits, self._first_masks)
         t_forward = time.perf_counter()
         results = [Prediction(self._to_crop(logit, item.prompt.crop), item.prompt.crop, item.prompt.box,
                               reader.shape, threshold, item.prompt.clicks(), postprocess=postprocess)
@@ -393,8 +399,9 @@ class IOGPredictor:
         return item.x, item.clicks, item.prompt.crop
 
     def clear_cache(self) -> None:
-        """Forget the cached backbone features (refinement models)."""
+        """Forget the cached backbone features (refinement models) and first masks."""
         self._features.clear()
+        self._first_masks.clear()
 
     # --- steps ---------------------------------------------------------------------------------
 
@@ -405,7 +412,7 @@ class IOGPredictor:
         x, clicks = G.frame_input(rgb, prompt.crop, prompt.box, prompt.inside, prompt.positive, prompt.negative,
                                   refine=self.is_refine)
         key = None
-        if self.is_refine:
+        if self.is_refine or self.takes_correction_maps:
             digest = hashlib.blake2b(rgb.tobytes(), digest_size=16).hexdigest()
             key = (digest, prompt.box.as_tuple(), prompt.inside)
         return NetworkInput(x, clicks, prompt, key, t1 - t0, time.perf_counter() - t1)
@@ -428,6 +435,14 @@ class IOGPredictor:
         return prob.clamp_(0, 1).cpu().numpy()
 
 
+def _check_onnx_runtime_fits(fits: bool, is_refine: bool, device: torch.device, precision: str) -> None:
+    if not fits:
+        what = "a refinement model" if is_refine else f"the {device.type} device"
+        raise ValueError(f"the onnxruntime backend runs single-pass models on the CPU, not {what}")
+    if precision not in ("auto", "float32"):
+        raise ValueError(f"the onnxruntime backend runs float32, not precision={precision!r}")
+
+
 def read_crop_rgb(image, crop: G.Box, channels: Sequence[int] | None = None,
                   contrast_limits: Sequence[float] | None = None) -> np.ndarray:
     """``crop`` of a 2D image as RGB 0..255, the way the predictor reads it (zero outside)."""
@@ -439,9 +454,10 @@ def is_predictor(model) -> bool:
     return hasattr(model, "predict") and hasattr(model, "predict_batch")
 
 
-def warmup_input(extreme_points: bool = False) -> torch.Tensor:
+def warmup_input(extreme_points: bool = False, correction_maps: bool = False) -> torch.Tensor:
     """The warm-up object: a synthetic disc in the 512 frame with its clicks (IOG's box and
-    inside click, or DEXTR's four extreme points), as the network's [1, C, 512, 512] input."""
+    inside click, or DEXTR's four extreme points), as the network's [1, C, 512, 512] input
+    (with empty correction maps for a network that takes them)."""
     size = G.FRAME
     yy, xx = np.mgrid[:size, :size]
     disc = ((yy - 256) ** 2 + (xx - 240) ** 2 < 150**2).astype(np.float32)
@@ -450,7 +466,8 @@ def warmup_input(extreme_points: bool = False) -> torch.Tensor:
         maps = 255 * G.gaussian_map(np.array([[106, 240], [406, 240], [256, 90], [256, 390]]))[None]
     else:
         maps = G.guidance_maps(np.array([[256, 240]]), np.array([[96, 80], [96, 400], [416, 80], [416, 400]]))
-    return torch.from_numpy(np.concatenate([rgb, maps])[None].astype(np.float32))
+    x = torch.from_numpy(np.concatenate([rgb, maps])[None].astype(np.float32))
+    return torch.cat([x, no_correction_maps(1)], 1) if correction_maps else x
 
 
 #: The clock that times the backends against each other at warm-up (tests put in one of

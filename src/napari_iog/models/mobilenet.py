@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -117,13 +117,27 @@ def load_mobilenet_imagenet(trunk: MobileNetV2Trunk, state_dict: Mapping[str, to
                       "not MobileNetV2 ImageNet weights")
 
 
+#: channels a network with ``correction_maps`` takes after the five: the first mask and the
+#: positive and negative corrections as disks (see :mod:`napari_iog.correction_maps`)
+CORRECTION_CHANNELS = 3
+
+
 @dataclass(frozen=True)
 class MobileIOGConfig:
+    """``correction_maps``: the network also takes :data:`CORRECTION_CHANNELS` maps of the
+    corrections (RITM's previous mask and click disks), so that a correction is more than one
+    more Gaussian among the first clicks."""
+
     trunk: str = "mobilenetv2"
     in_channels: int = 5
     psp_channels: int = 128
     head_channels: int = 64
     input_size: int = 320
+    correction_maps: bool = False
+
+    @property
+    def input_channels(self) -> int:
+        return self.in_channels + (CORRECTION_CHANNELS if self.correction_maps else 0)
 
     def __post_init__(self):
         if self.input_size % 32 or self.input_size < 64:
@@ -147,13 +161,13 @@ class IOGMobileNetwork(nn.Module):
         config = config or MobileIOGConfig()
         self.config = config
         c1, c2, c3, c4 = TAP_CHANNELS
-        self.backbone = MobileNetV2Trunk(config.in_channels)
+        self.backbone = MobileNetV2Trunk(config.input_channels)
         self.psp4 = PSPModule(c4, config.psp_channels)
         self.Coarse_net = CoarseNet([config.psp_channels, c3, c2, c1], config.head_channels,
                                     upsample_first=True)
         self.Fine_net = FineNet(config.head_channels)
-        scale = torch.tensor([255.0 * s for s in IMAGENET_STD] + [255.0] * (config.in_channels - 3))
-        shift = torch.tensor([255.0 * m for m in IMAGENET_MEAN] + [0.0] * (config.in_channels - 3))
+        scale = torch.tensor([255.0 * s for s in IMAGENET_STD] + [255.0] * (config.input_channels - 3))
+        shift = torch.tensor([255.0 * m for m in IMAGENET_MEAN] + [0.0] * (config.input_channels - 3))
         self.register_buffer("input_scale", scale.view(1, -1, 1, 1), persistent=False)
         self.register_buffer("input_shift", shift.view(1, -1, 1, 1), persistent=False)
 
@@ -163,8 +177,8 @@ class IOGMobileNetwork(nn.Module):
         return tuple(max(32, int(round(s * ratio / 32)) * 32) for s in size)
 
     def forward(self, x: torch.Tensor, return_coarse: bool = False):
-        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(f"x must be [B, {self.config.in_channels}, H, W], got {list(x.shape)}")
+        if x.ndim != 4 or x.shape[1] != self.config.input_channels:
+            raise ValueError(f"x must be [B, {self.config.input_channels}, H, W], got {list(x.shape)}")
         out_size = (int(x.shape[-2]), int(x.shape[-1]))   # ints, so an exported graph holds them
         inner = self.inner_size(out_size)
         x = (x - self.input_shift) / self.input_scale
@@ -177,3 +191,19 @@ class IOGMobileNetwork(nn.Module):
         if not return_coarse:
             return fine
         return fine, [upsample_to(c, out_size) for c in coarse]
+
+
+def with_correction_maps(model: IOGMobileNetwork) -> IOGMobileNetwork:
+    """``model`` widened to take the correction maps: their first-conv weights start at zero,
+    so the new network answers exactly as ``model`` until it learns to read them."""
+    if model.config.correction_maps:
+        return model
+    wide = IOGMobileNetwork(replace(model.config, correction_maps=True))
+    state = model.state_dict()
+    first = "backbone.features.0.0.weight"
+    weight = torch.zeros(wide.get_parameter(first).shape, dtype=state[first].dtype)
+    weight[:, : state[first].shape[1]] = state[first]
+    state[first] = weight
+    wide.load_state_dict(state)
+    wide.card = dict(getattr(model, "card", None) or {})
+    return wide.train(model.training)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .. import geometry as G
+from ..correction_maps import correction_maps, no_correction_maps, takes_correction_maps
 from ..evaluation import next_click
 from ..models import IOGRefineNetwork
 
@@ -55,14 +56,26 @@ def add_guidance_corrections(model: nn.Module, batch: dict[str, torch.Tensor], r
                              max_rounds: int = 3) -> torch.Tensor:
     """Plain IOG networks: a correction is drawn as the predictor draws it
     (``G.guidance_with_corrections``: a positive click with the inside click, a negative one
-    with the outside corners, both maps scaled together). Needs ``batch["inside"]`` [B, 1, 2] and ``batch["outside"]``
-    [B, 4, 2] (frame coordinates, from :class:`~napari_iog.training.data.InstanceDataset`).
-    Returns the new input ``x``; 1..``max_rounds`` rounds, after a random extra click in
-    :data:`RANDOM_CLICK_PROB` of the samples."""
-    x = batch["x"].clone()
+    with the outside corners, both maps scaled together), and for a network that takes them,
+    into the correction maps too (:mod:`napari_iog.correction_maps`: the first mask, made from
+    the first clicks before any correction, and the disks). Needs ``batch["inside"]`` [B, 1, 2]
+    and ``batch["outside"]`` [B, 4, 2] (frame coordinates, from
+    :class:`~napari_iog.training.data.InstanceDataset`). Returns the new input ``x``;
+    1..``max_rounds`` rounds, after a random extra click in :data:`RANDOM_CLICK_PROB` of the samples."""
+    x = batch["x"][:, :5].clone()
     target, ignore = _truth(batch)
     inside, outside = batch["inside"].cpu().numpy(), batch["outside"].cpu().numpy()
     clicks: list[dict[bool, list]] = [{True: [], False: []} for _ in range(len(target))]   # positive? -> points
+    modes = _modes(model)
+    model.eval()
+    first = None
+    if takes_correction_maps(model):
+        with torch.no_grad():
+            first = torch.sigmoid(model(with_correction_maps(x, None, clicks)).float())[:, 0]
+
+    def network_input() -> torch.Tensor:
+        return x if first is None else with_correction_maps(x, first, clicks)
+
     changed = set()
     for i in range(len(target)):
         extra = _random_click(target[i], ignore[i], rng) if rng.random() < RANDOM_CLICK_PROB else None
@@ -70,11 +83,9 @@ def add_guidance_corrections(model: nn.Module, batch: dict[str, torch.Tensor], r
             clicks[i][extra[1]].append(extra[0])
             changed.add(i)
     _redraw(x, inside, outside, clicks, changed)
-    modes = _modes(model)
-    model.eval()
     with torch.no_grad():
         for _ in range(_rounds(rng, max_rounds)):
-            predicted = (model(x) > 0)[:, 0].cpu().numpy()
+            predicted = (model(network_input()) > 0)[:, 0].cpu().numpy()
             changed = set()
             for i in range(len(target)):
                 click = next_click(predicted[i], target[i], ignore[i])
@@ -85,6 +96,26 @@ def add_guidance_corrections(model: nn.Module, batch: dict[str, torch.Tensor], r
                 break
             _redraw(x, inside, outside, clicks, changed)
     _restore(model, modes)
+    return network_input()
+
+
+def with_correction_maps(x: torch.Tensor, first: torch.Tensor | None, clicks: list | None) -> torch.Tensor:
+    """``x`` (five channels) with the correction maps of ``clicks`` (``{True: positives, False:
+    negatives}`` per sample, frame coordinates) and ``first`` (the first masks, 0..1); with
+    ``first`` None, the empty maps of first clicks."""
+    if first is None:
+        return torch.cat([x, no_correction_maps(len(x), x.shape[-1], like=x)], 1)
+    maps = [correction_maps(first[i], np.asarray(clicks[i][True], np.float64), np.asarray(clicks[i][False], np.float64),
+                            x.shape[-1]) for i in range(len(x))]
+    return torch.cat([x, torch.stack(maps).to(x.device, x.dtype)], 1)
+
+
+def network_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A batch's five-channel ``x`` as ``model`` reads it: with empty correction maps (first
+    clicks) for a network that takes them, else unchanged."""
+    model = getattr(model, "module", model)      # DistributedDataParallel
+    if takes_correction_maps(model) and x.shape[1] == 5:
+        return with_correction_maps(x, None, None)
     return x
 
 
@@ -96,6 +127,24 @@ def simulate_corrections(model: nn.Module, batch: dict[str, torch.Tensor], rng: 
         batch["clicks"] = add_corrections(model, batch, rng, max_rounds)
     else:
         batch["x"] = add_guidance_corrections(model, batch, rng, max_rounds)
+
+
+def correction_map_weights(model: nn.Module) -> nn.Parameter:
+    """Leave only the first conv's weights on the correction maps to learn: every other
+    parameter stops its gradients, and the first conv's gradients on the five plain channels
+    are zeroed, so that first clicks (whose correction maps are zero) answer as before."""
+    first = model.backbone.features[0][0].weight
+    plain = model.config.in_channels
+    for parameter in model.parameters():
+        parameter.requires_grad_(parameter is first)
+
+    def only_correction_maps(grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        grad[:, :plain] = 0
+        return grad
+
+    first.register_hook(only_correction_maps)
+    return first
 
 
 def _modes(model: nn.Module) -> list[bool]:

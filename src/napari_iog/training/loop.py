@@ -40,12 +40,14 @@ from torch import nn
 
 from .. import __version__, zoo
 from .. import geometry as G
+from ..correction_maps import takes_correction_maps
 from ..evaluation import IOGMethod, evaluate
 from ..models import ARCHITECTURES, IOGRefineNetwork, build_model, load_model, save_model
 from ..models.checkpoint import atomic_save, state_path
 from ..models.devices import distributed_context
+from ..models.mobilenet import IOGMobileNetwork, with_correction_maps
 from .config import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, TrainConfig, TrainingError
-from .corrections import simulate_corrections
+from .corrections import correction_map_weights, network_input, simulate_corrections
 from .data import InstanceDataset, Pair, validation_instances
 from .events import CheckpointSaved, StepDone, TrainingEnded, TrainingEvent, TrainingStarted, Validated
 
@@ -87,7 +89,7 @@ def batch_loss(model: nn.Module, batch: dict[str, torch.Tensor], refine: bool) -
     if refine:
         fine, coarse = model(batch["x"], batch["clicks"], return_coarse=True)
     else:
-        fine, coarse = model(batch["x"], return_coarse=True)
+        fine, coarse = model(network_input(model, batch["x"]), return_coarse=True)
     return iog_loss(fine, coarse, batch["target"])
 
 
@@ -181,6 +183,10 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
     out, state_file = Path(config.out).expanduser(), state_path(Path(config.out).expanduser())
     torch.manual_seed(config.seed)
     model, base_card = load_base(config.base, config.seed)
+    if config.correction_maps and not takes_correction_maps(model):
+        if not isinstance(model, IOGMobileNetwork):
+            raise TrainingError(f"correction maps are built for iog-mobilenetv2, not {model.arch}")
+        model, base_card = with_correction_maps(model), {**base_card, "widened_for": "correction maps"}
     refine = isinstance(model, IOGRefineNetwork)
     dataset = InstanceDataset(train_pairs, config.min_area, config.augment, config.jitter, refine, config.seed)
     if len(dataset) == 0:
@@ -191,11 +197,15 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
     if not freeze_bn and config.batch_size < 2:
         raise TrainingError("BatchNorm cannot learn from batches of one (the PSP's pooled features are 1x1): "
                             "use --batch-size 2 or more (with --accumulate for memory), or start from a checkpoint")
-    freeze(model, config.freeze_backbone, freeze_bn)
+    freeze(model, config.freeze_backbone, freeze_bn or config.correction_maps_only)
+    if config.correction_maps_only:
+        correction_map_weights(model)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     lr = config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
     wd = config.weight_decay if config.weight_decay is not None else DEFAULT_WEIGHT_DECAY[config.optimizer]
+    if config.correction_maps_only:
+        wd = 0.0    # decay would shrink the first conv's image and guidance weights, which must not change
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=wd)
     else:
@@ -290,12 +300,12 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
             last_micro = micro % config.accumulate == 0
             sync = model.no_sync() if (world > 1 and not last_micro) else nullcontext()
             with sync:
-                if config.correction_prob > 0:
-                    # by optimizer step and micro-batch within it: a resumed run draws the same clicks
-                    rng = np.random.default_rng([config.seed, step, micro % config.accumulate, rank])
-                    if rng.random() < config.correction_prob:
-                        simulate_corrections(module, batch, rng, config.correction_rounds)
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    if config.correction_prob > 0:
+                        # by optimizer step and micro-batch within it: a resumed run draws the same clicks
+                        rng = np.random.default_rng([config.seed, step, micro % config.accumulate, rank])
+                        if rng.random() < config.correction_prob:
+                            simulate_corrections(module, batch, rng, config.correction_rounds)
                     loss = batch_loss(model, batch, refine)
                 scaled = loss / config.accumulate
                 (scaler.scale(scaled) if scaler else scaled).backward()

@@ -1,0 +1,125 @@
+"""Networks that also read the corrections as maps (the first mask and click disks): widening a
+plain network changes nothing until it learns, the predictor feeds the maps (and keeps each
+object's first mask), training can teach those weights alone without touching first clicks."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from conftest import calibrate, synthetic_scene
+
+from napari_iog import geometry as G
+from napari_iog.correction_maps import DISK_RADIUS, correction_maps, disks, takes_correction_maps
+from napari_iog.models import build_model, load_model, save_model
+from napari_iog.models.mobilenet import with_correction_maps
+from napari_iog.predictor import IOGPredictor
+from napari_iog.training import TrainConfig, TrainingError, pairs_from_arrays, train
+
+SMALL = {"psp_channels": 16, "head_channels": 8, "input_size": 128}
+CORNERS, INSIDE = [(55, 65), (185, 235)], (120, 150)
+
+
+@pytest.fixture(scope="module")
+def small_mobile():
+    return calibrate(build_model("iog-mobilenetv2", SMALL, seed=0))
+
+
+def _learned_maps(model, seed=0):
+    """``model`` with random weights on its correction maps, as if it had learned them."""
+    learned = copy.deepcopy(model)
+    with torch.no_grad():
+        weight = learned.backbone.features[0][0].weight
+        weight[:, 5:] = torch.randn(weight[:, 5:].shape, generator=torch.Generator().manual_seed(seed)) * 0.5
+    return learned
+
+
+def test_disks_and_maps():
+    d = disks(np.array([[100.0, 200.0]]))
+    assert d[100, 200] == 255 and d[100, 200 + int(DISK_RADIUS)] == 255 and d[100, 200 + int(DISK_RADIUS) + 1] == 0
+    assert d.sum() / 255 == pytest.approx(np.pi * DISK_RADIUS**2, rel=0.1)
+    first = torch.full((G.FRAME, G.FRAME), 0.25)
+    none = np.zeros((0, 2))
+    assert not correction_maps(first, none, none).any()          # first clicks: all zero
+    maps = correction_maps(first, none, np.array([[10.0, 20.0]]))
+    assert maps[0].max() == maps[0].min() == pytest.approx(63.75) and maps[1].max() == 0 and maps[2, 10, 20] == 255
+
+
+def test_a_widened_network_answers_as_before_and_round_trips(small_mobile, tmp_path):
+    wide = with_correction_maps(small_mobile)
+    assert takes_correction_maps(wide) and not takes_correction_maps(small_mobile)
+    x = torch.rand(2, 5, 128, 128) * 255
+    maps = torch.rand(2, 3, 128, 128) * 255
+    with torch.no_grad():
+        plain = small_mobile(x)
+        assert torch.equal(wide(torch.cat([x, maps], 1)), plain)
+    with pytest.raises(ValueError, match=r"\[B, 8, H, W\]"):
+        wide(x)
+    save_model(wide, tmp_path / "wide.pt")
+    loaded = load_model(tmp_path / "wide.pt")
+    assert takes_correction_maps(loaded)
+    with torch.no_grad():
+        assert torch.equal(loaded(torch.cat([x, maps], 1)), plain)
+
+
+def test_the_predictor_feeds_the_maps_and_keeps_first_masks(small_mobile):
+    image, _ = synthetic_scene()
+    base = IOGPredictor(small_mobile, precision="float32")
+    learned = IOGPredictor(_learned_maps(with_correction_maps(small_mobile)), precision="float32")
+    fed = []
+    forward = learned._forward
+    learned._forward = lambda x, clicks=None: fed.append(x.clone()) or forward(x, clicks)
+    first = learned.predict(image, corners=CORNERS, inside=INSIDE)
+    np.testing.assert_array_equal(first.crop_probability, base.predict(image, corners=CORNERS, inside=INSIDE)
+                                  .crop_probability)     # first clicks: the maps are zero
+    assert len(fed) == 1 and fed[0].shape[1] == 8 and not fed[0][:, 5:].any()
+    corrected = learned.predict(image, corners=CORNERS, inside=INSIDE, negative=[(120, 200)])
+    assert len(fed) == 2                                   # the object's first mask was kept
+    maps = fed[1][0, 5:]
+    prob = torch.sigmoid(forward(fed[0]))[0, 0]
+    np.testing.assert_allclose(maps[0].numpy(), 255 * prob.numpy(), atol=1e-3)
+    r, c = G.to_frame([(120, 200)], first.crop_box)[0]
+    assert maps[1].max() == 0 and maps[2, int(round(r)), int(round(c))] == 255
+    plain = base.predict(image, corners=CORNERS, inside=INSIDE, negative=[(120, 200)])
+    assert not np.array_equal(corrected.crop_probability, plain.crop_probability)
+    # a correction whose object was never seen first (a batch, a fresh predictor) gets the same answer
+    fresh = IOGPredictor(learned.network, precision="float32")
+    again = fresh.predict_batch(image, [{"corners": CORNERS, "inside": INSIDE, "negative": [(120, 200)]}])[0]
+    np.testing.assert_allclose(again.crop_probability, corrected.crop_probability, atol=1e-5)
+
+
+def _scenes(n):
+    pairs = []
+    for seed in range(n):
+        image, mask = synthetic_scene(160, 200, seed=seed, center=(80, 100), radii=(40, 55))
+        pairs += pairs_from_arrays(image, mask.astype(np.int32))
+    return pairs
+
+
+def test_training_only_the_correction_maps_leaves_first_clicks_exactly(small_mobile, tmp_path):
+    base = tmp_path / "base.pt"
+    save_model(small_mobile, base)
+    out = tmp_path / "out.pt"
+    config = TrainConfig(base=str(base), out=str(out), steps=3, batch_size=2, lr=1e-2, val_objects=0,
+                         warmup_steps=0, correction_prob=1.0, correction_rounds=1, correction_maps=True,
+                         correction_maps_only=True)
+    assert train(config, _scenes(2))["status"] == "complete"
+    trained = load_model(out)
+    assert takes_correction_maps(trained)
+    weight = trained.backbone.features[0][0].weight
+    assert weight[:, 5:].abs().sum() > 0                     # it learned from the corrections
+    image, _ = synthetic_scene()
+    first = IOGPredictor(trained, precision="float32").predict(image, corners=CORNERS, inside=INSIDE)
+    before = IOGPredictor(small_mobile, precision="float32").predict(image, corners=CORNERS, inside=INSIDE)
+    np.testing.assert_allclose(first.crop_probability, before.crop_probability, atol=1e-4)
+
+
+def test_correction_maps_are_refused_where_they_cannot_be(tmp_path):
+    base = tmp_path / "r18.pt"
+    save_model(build_model("iog-resnet18", {"psp_channels": 32, "head_channels": 16}, seed=0), base)
+    with pytest.raises(TrainingError, match="iog-mobilenetv2"):
+        train(TrainConfig(base=str(base), out=str(tmp_path / "x.pt"), steps=1, batch_size=2, val_objects=0,
+                          correction_maps=True), _scenes(1))
+    with pytest.raises(TrainingError, match="needs correction_maps"):
+        TrainConfig(base=str(base), out=str(tmp_path / "x.pt"), correction_maps_only=True).check()
+    assert not (tmp_path / "x.pt").exists()
