@@ -102,7 +102,7 @@ def test_training_only_the_correction_maps_leaves_first_clicks_exactly(small_mob
     out = tmp_path / "out.pt"
     config = TrainConfig(base=str(base), out=str(out), steps=3, batch_size=2, lr=1e-2, val_objects=0,
                          warmup_steps=0, correction_prob=1.0, correction_rounds=1, correction_maps=True,
-                         correction_maps_only=True)
+                         correction_maps_only=True, freeze_bn=False)     # BN stays frozen all the same
     assert train(config, _scenes(2))["status"] == "complete"
     trained = load_model(out)
     assert takes_correction_maps(trained)

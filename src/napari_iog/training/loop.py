@@ -197,7 +197,8 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
     if not freeze_bn and config.batch_size < 2:
         raise TrainingError("BatchNorm cannot learn from batches of one (the PSP's pooled features are 1x1): "
                             "use --batch-size 2 or more (with --accumulate for memory), or start from a checkpoint")
-    freeze(model, config.freeze_backbone, freeze_bn or config.correction_maps_only)
+    freeze_bn = freeze_bn or config.correction_maps_only    # BN statistics would move the first clicks' answers
+    freeze(model, config.freeze_backbone, freeze_bn)
     if config.correction_maps_only:
         correction_map_weights(model)
     model.to(device)
