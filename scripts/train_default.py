@@ -189,6 +189,8 @@ def main(argv=None) -> int:
     parser.add_argument("--correction-rounds", type=int, default=3)
     parser.add_argument("--correction-maps-only", action="store_true",
                         help="with --correction-maps: train only their first-conv weights (first clicks unchanged)")
+    parser.add_argument("--correction-head", action="store_true",
+                        help="with --correction-maps: add the correction head (see napari-iog train --help)")
     parser.add_argument("--correction-maps", action="store_true",
                         help="widen the network to take the corrections as maps too (see napari-iog train --help)")
     parser.add_argument("--max-clicks", type=int, default=20)
@@ -233,7 +235,8 @@ def main(argv=None) -> int:
                              val_objects=200, seed=args.seed, freeze_bn=args.freeze_bn, resume=args.resume,
                              half=args.half, correction_prob=args.correction_prob,
                              correction_rounds=args.correction_rounds, correction_maps=args.correction_maps,
-                             correction_maps_only=args.correction_maps_only)
+                             correction_maps_only=args.correction_maps_only,
+                             correction_head=args.correction_head)
         summary = train(config, train_pairs, val_pairs,
                         on_event=lambda e: print(to_json(e), flush=True) if e.kind != "step"
                         or e.step % 50 == 0 else None,

@@ -62,6 +62,25 @@ def test_a_widened_network_answers_as_before_and_round_trips(small_mobile, tmp_p
         assert torch.equal(loaded(torch.cat([x, maps], 1)), plain)
 
 
+def test_the_correction_head_is_silent_for_first_clicks_only(small_mobile, tmp_path):
+    wide = with_correction_maps(small_mobile, head=True)
+    x = torch.rand(2, 5, 128, 128) * 255
+    maps = torch.zeros(2, 3, 128, 128)
+    maps[1, 0] = 200.0
+    maps[1, 2, 60:70, 60:70] = 255.0                           # sample 1 has a negative correction
+    with torch.no_grad():
+        assert torch.equal(wide(torch.cat([x, maps], 1)), small_mobile(x))      # it starts as its base
+        torch.nn.init.normal_(wide.correction_head.out.weight)
+        out = wide(torch.cat([x, maps], 1))
+        plain = small_mobile(x)
+    assert torch.equal(out[0], plain[0]) and not torch.equal(out[1], plain[1])
+    save_model(wide, tmp_path / "head.pt")
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "head.pt")(torch.cat([x, maps], 1)), out)
+    with pytest.raises(ValueError, match="needs correction_maps"):
+        build_model("iog-mobilenetv2", {**SMALL, "correction_head": True})
+
+
 def test_the_predictor_feeds_the_maps_and_keeps_first_masks(small_mobile):
     image, _ = synthetic_scene()
     base = IOGPredictor(small_mobile, precision="float32")
@@ -96,18 +115,22 @@ def _scenes(n):
     return pairs
 
 
-def test_training_only_the_correction_maps_leaves_first_clicks_exactly(small_mobile, tmp_path):
+@pytest.mark.parametrize("head", [False, True])
+def test_training_only_the_correction_maps_leaves_first_clicks_exactly(small_mobile, tmp_path, head):
     base = tmp_path / "base.pt"
     save_model(small_mobile, base)
     out = tmp_path / "out.pt"
     config = TrainConfig(base=str(base), out=str(out), steps=3, batch_size=2, lr=1e-2, val_objects=0,
                          warmup_steps=0, correction_prob=1.0, correction_rounds=1, correction_maps=True,
-                         correction_maps_only=True, freeze_bn=False)     # BN stays frozen all the same
+                         correction_head=head, correction_maps_only=True,
+                         freeze_bn=False)     # BN stays frozen all the same
     assert train(config, _scenes(2))["status"] == "complete"
     trained = load_model(out)
-    assert takes_correction_maps(trained)
+    assert takes_correction_maps(trained) and (trained.correction_head is not None) == head
     weight = trained.backbone.features[0][0].weight
     assert weight[:, 5:].abs().sum() > 0                     # it learned from the corrections
+    if head:
+        assert trained.correction_head.out.weight.abs().sum() > 0
     image, _ = synthetic_scene()
     first = IOGPredictor(trained, precision="float32").predict(image, corners=CORNERS, inside=INSIDE)
     before = IOGPredictor(small_mobile, precision="float32").predict(image, corners=CORNERS, inside=INSIDE)
@@ -120,6 +143,7 @@ def test_correction_maps_are_refused_where_they_cannot_be(tmp_path):
     with pytest.raises(TrainingError, match="iog-mobilenetv2"):
         train(TrainConfig(base=str(base), out=str(tmp_path / "x.pt"), steps=1, batch_size=2, val_objects=0,
                           correction_maps=True), _scenes(1))
-    with pytest.raises(TrainingError, match="needs correction_maps"):
-        TrainConfig(base=str(base), out=str(tmp_path / "x.pt"), correction_maps_only=True).check()
+    for name in ("correction_maps_only", "correction_head"):
+        with pytest.raises(TrainingError, match="needs correction_maps"):
+            TrainConfig(base=str(base), out=str(tmp_path / "x.pt"), **{name: True}).check()
     assert not (tmp_path / "x.pt").exists()

@@ -193,11 +193,13 @@ class FineNet(nn.Module):
             nn.BatchNorm2d(1),
         )
 
-    def forward(self, fms: Sequence[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
+    def forward(self, fms: Sequence[torch.Tensor], out_size: tuple[int, int], return_features: bool = False):
+        """The logits; with ``return_features`` also the last bottleneck's output (C channels)."""
         levels = [stage(f) for stage, f in zip(self.cascade, fms)]
-        if not self.project_before_upsampling:
-            return self.final_predict(torch.cat([upsample_to(f, out_size) for f in levels], 1))
         block, conv, norm = self.final_predict
+        if not self.project_before_upsampling:
+            out = block(torch.cat([upsample_to(f, out_size) for f in levels], 1))
+            return (norm(conv(out)), out) if return_features else norm(conv(out))
         weight = torch.cat([block.conv1.weight, block.downsample[0].weight])
         summed, start = None, 0
         for level in levels:
@@ -211,7 +213,7 @@ class FineNet(nn.Module):
         out = block.relu(block.bn1(inner))
         out = block.relu(block.bn2(block.conv2(out)))
         out = block.relu(block.bn3(block.conv3(out)) + block.downsample[1](shortcut))
-        return norm(conv(out))
+        return (norm(conv(out)), out) if return_features else norm(conv(out))
 
 
 def _column(bias: torch.Tensor) -> torch.Tensor:

@@ -134,12 +134,17 @@ class MobileIOGConfig:
     head_channels: int = 64
     input_size: int = 320
     correction_maps: bool = False
+    #: with ``correction_maps``: a small head that changes FineNet's logits where the corrections
+    #: say, from its features and the maps; silent (exactly zero) for first clicks
+    correction_head: bool = False
 
     @property
     def input_channels(self) -> int:
         return self.in_channels + (CORRECTION_CHANNELS if self.correction_maps else 0)
 
     def __post_init__(self):
+        if self.correction_head and not self.correction_maps:
+            raise ValueError("correction_head reads the correction maps: it needs correction_maps=True")
         if self.input_size % 32 or self.input_size < 64:
             raise ValueError(f"input_size must be a multiple of 32 (at least 64), not {self.input_size}")
 
@@ -166,6 +171,7 @@ class IOGMobileNetwork(nn.Module):
         self.Coarse_net = CoarseNet([config.psp_channels, c3, c2, c1], config.head_channels,
                                     upsample_first=True)
         self.Fine_net = FineNet(config.head_channels)
+        self.correction_head = CorrectionHead(config.head_channels) if config.correction_head else None
         scale = torch.tensor([255.0 * s for s in IMAGENET_STD] + [255.0] * (config.input_channels - 3))
         shift = torch.tensor([255.0 * m for m in IMAGENET_MEAN] + [0.0] * (config.input_channels - 3))
         self.register_buffer("input_scale", scale.view(1, -1, 1, 1), persistent=False)
@@ -187,23 +193,57 @@ class IOGMobileNetwork(nn.Module):
         c4, c3, c2, c1 = self.backbone(x)
         head_size = tuple(c1.shape[-2:])
         fms, coarse = self.Coarse_net([self.psp4(c4), c3, c2, c1], head_size, predict=return_coarse)
-        fine = upsample_to(self.Fine_net(fms, head_size), out_size)
+        if self.correction_head is None:
+            fine = self.Fine_net(fms, head_size)
+        else:
+            fine, features = self.Fine_net(fms, head_size, return_features=True)
+            fine = fine + self.correction_head(features, fine, x[:, self.config.in_channels:])
+        fine = upsample_to(fine, out_size)
         if not return_coarse:
             return fine
         return fine, [upsample_to(c, out_size) for c in coarse]
 
 
-def with_correction_maps(model: IOGMobileNetwork) -> IOGMobileNetwork:
-    """``model`` widened to take the correction maps: their first-conv weights start at zero,
-    so the new network answers exactly as ``model`` until it learns to read them."""
-    if model.config.correction_maps:
+class CorrectionHead(nn.Module):
+    """A change of FineNet's logits (at the heads' size) from its last features, its logits and
+    the correction maps (the first mask, positive and negative disks: RITM's inputs, FocalClick's
+    local refinement at the whole crop): four 3x3 convolutions dilated 1, 2, 4, 8 (a field of
+    31 px at 80x80, a third of the crop) and a 1x1 to one channel. Its last weights start at
+    zero and its output is multiplied by whether a sample has a correction at all, so first
+    clicks get exactly the network's answer and a widened network starts as its base."""
+
+    def __init__(self, feature_channels: int, width: int = 32):
+        super().__init__()
+        layers: list[nn.Module] = []
+        previous = feature_channels + 1 + CORRECTION_CHANNELS
+        for dilation in (1, 2, 4, 8):
+            layers += [nn.Conv2d(previous, width, 3, padding=dilation, dilation=dilation), nn.ReLU(inplace=True)]
+            previous = width
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Conv2d(width, 1, 1, bias=False)
+        nn.init.zeros_(self.out.weight)
+
+    def forward(self, features: torch.Tensor, logits: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        maps = F.interpolate(maps, size=tuple(features.shape[-2:]), mode="bilinear", align_corners=False,
+                             antialias=True)
+        corrected = (maps[:, 1:].flatten(1).amax(1) > 0).to(features.dtype).view(-1, 1, 1, 1)
+        return corrected * self.out(self.body(torch.cat([features, logits, maps], 1)))
+
+
+def with_correction_maps(model: IOGMobileNetwork, head: bool = False) -> IOGMobileNetwork:
+    """``model`` widened to take the correction maps (and, with ``head``, the
+    :class:`CorrectionHead`): the new weights that read them start at zero, so the new network
+    answers exactly as ``model`` until it learns to read them."""
+    if model.config.correction_maps and model.config.correction_head >= head:
         return model
-    wide = IOGMobileNetwork(replace(model.config, correction_maps=True))
+    wide = IOGMobileNetwork(replace(model.config, correction_maps=True, correction_head=head))
     state = model.state_dict()
     first = "backbone.features.0.0.weight"
     weight = torch.zeros(wide.get_parameter(first).shape, dtype=state[first].dtype)
     weight[:, : state[first].shape[1]] = state[first]
     state[first] = weight
-    wide.load_state_dict(state)
+    missing, unexpected = wide.load_state_dict(state, strict=False)
+    if unexpected or any(not key.startswith("correction_head.") for key in missing):
+        raise ValueError(f"cannot widen {model.arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     wide.card = dict(getattr(model, "card", None) or {})
     return wide.train(model.training)

@@ -73,8 +73,10 @@ class TrainConfig:
     correction_rounds: int = option(3, "at most this many correction rounds in such a batch (3)")
     correction_maps: bool = option(False, "widen a MobileNetV2 base to also take the corrections as maps (the "
                                    "first mask and click disks, RITM's inputs); its new weights start at zero")
-    correction_maps_only: bool = option(False, "train only the first conv's weights on the correction maps (with "
-                                        "correction_maps): first clicks answer exactly as the base model does")
+    correction_head: bool = option(False, "with correction_maps: also a small head that changes the logits where "
+                                   "the corrections say (zero for first clicks)")
+    correction_maps_only: bool = option(False, "train only what reads the correction maps (the first conv's weights on "
+                                        "them, the correction head): first clicks answer exactly as the base does")
     workers: int = option(0, "data-loading processes (0)")
     checkpoint_every: int = option(0, "also save every N steps")
     val_every: int = option(0, "also validate every N steps")
@@ -95,8 +97,9 @@ class TrainConfig:
             raise TrainingError(f"lr must be positive, got {self.lr}")
         if not 0.0 <= self.correction_prob <= 1.0:
             raise TrainingError(f"correction_prob must be in [0, 1], got {self.correction_prob}")
-        if self.correction_maps_only and not self.correction_maps:
-            raise TrainingError("correction_maps_only trains the correction maps' weights: it needs correction_maps")
+        for name in ("correction_maps_only", "correction_head"):
+            if getattr(self, name) and not self.correction_maps:
+                raise TrainingError(f"{name} is about the correction maps: it needs correction_maps")
         if self.correction_rounds < 1:
             raise TrainingError(f"correction_rounds must be at least 1, got {self.correction_rounds}")
 

@@ -130,13 +130,15 @@ def simulate_corrections(model: nn.Module, batch: dict[str, torch.Tensor], rng: 
 
 
 def correction_map_weights(model: nn.Module) -> nn.Parameter:
-    """Leave only the first conv's weights on the correction maps to learn: every other
-    parameter stops its gradients, and the first conv's gradients on the five plain channels
-    are zeroed, so that first clicks (whose correction maps are zero) answer as before."""
+    """Leave only what reads the correction maps to learn (the first conv's weights on them,
+    the correction head): every other parameter stops its gradients, and the first conv's
+    gradients on the five plain channels are zeroed, so that first clicks (whose correction
+    maps are zero) answer as before."""
     first = model.backbone.features[0][0].weight
     plain = model.config.in_channels
+    head = set() if model.correction_head is None else {id(p) for p in model.correction_head.parameters()}
     for parameter in model.parameters():
-        parameter.requires_grad_(parameter is first)
+        parameter.requires_grad_(parameter is first or id(parameter) in head)
 
     def only_correction_maps(grad: torch.Tensor) -> torch.Tensor:
         grad = grad.clone()

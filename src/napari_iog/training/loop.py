@@ -40,7 +40,6 @@ from torch import nn
 
 from .. import __version__, zoo
 from .. import geometry as G
-from ..correction_maps import takes_correction_maps
 from ..evaluation import IOGMethod, evaluate
 from ..models import ARCHITECTURES, IOGRefineNetwork, build_model, load_model, save_model
 from ..models.checkpoint import atomic_save, state_path
@@ -183,10 +182,12 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
     out, state_file = Path(config.out).expanduser(), state_path(Path(config.out).expanduser())
     torch.manual_seed(config.seed)
     model, base_card = load_base(config.base, config.seed)
-    if config.correction_maps and not takes_correction_maps(model):
+    if config.correction_maps:
         if not isinstance(model, IOGMobileNetwork):
             raise TrainingError(f"correction maps are built for iog-mobilenetv2, not {model.arch}")
-        model, base_card = with_correction_maps(model), {**base_card, "widened_for": "correction maps"}
+        wide = with_correction_maps(model, head=config.correction_head)
+        if wide is not model:
+            model, base_card = wide, {**base_card, "widened_for": "correction maps"}
     refine = isinstance(model, IOGRefineNetwork)
     dataset = InstanceDataset(train_pairs, config.min_area, config.augment, config.jitter, refine, config.seed)
     if len(dataset) == 0:
