@@ -1,0 +1,64 @@
+"""The fixed short protocol that compares candidates for training with corrections: the whole
+click curve (20 clicks) on GrabCut (50 objects) and on 40 held-out objects of each domain the
+default was not trained on (ssTEM slices 10-19, CVPPP plants 81+, every 10th DSB2018 image).
+
+    python3 benchmarks/correction_candidates.py --models napari-iog-default a.pt c.pt \\
+        --out benchmarks/results/correction-candidates.json
+
+float32 torch, the raw output (``postprocess=False``, as the published protocol scores it),
+~5 minutes a model on two CPU cores. The candidates are made with ``scripts/train_default.py``
+(docs/benchmarks.md, "Training with corrections", has the commands).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from napari_iog import IOGPredictor
+from napari_iog import evaluation as E
+from napari_iog.training.data import validation_instances
+from napari_iog.training.sources import held_out_domain
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SETS = ("grabcut", "sstem", "cvppp", "dsb2018")
+KEPT = ("miou@3", "miou@5", "miou@10", "miou@20", "noc85", "noc90", "never90", "worse_corrections")
+
+
+def instances(name: str, root: Path, objects: int):
+    if name in ("grabcut", "berkeley"):
+        return E.load_dataset(name, root)
+    return validation_instances(held_out_domain(name, root), limit=objects, seed=0)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["napari-iog-default"])
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS + ("berkeley",))
+    parser.add_argument("--objects", type=int, default=40, help="held-out objects per domain (40)")
+    parser.add_argument("--data-root", type=Path, default=DATA)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    results: dict[str, dict] = {}
+    for model in args.models:
+        results[model] = {}
+        for name in args.sets:
+            try:
+                objects = instances(name, args.data_root, args.objects)
+            except FileNotFoundError as err:
+                print(f"skip {name}: {err}", file=sys.stderr)
+                continue
+            predictor = IOGPredictor(model, device="cpu", precision="float32", backend="torch", warmup=False)
+            summary = E.evaluate(E.IOGMethod(predictor, name=model), objects, max_clicks=20)["summary"]
+            results[model][name] = {"objects": summary["objects"], **{k: summary[k] for k in KEPT}}
+            print(f"{model} | {name} | " + " ".join(f"{k} {summary[k]:.3f}" for k in KEPT), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"max_clicks": 20, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
