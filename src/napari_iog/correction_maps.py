@@ -21,6 +21,7 @@ from collections.abc import Hashable
 import numpy as np
 import torch
 
+from . import geometry as G
 from .geometry import FRAME
 from .models.mobilenet import CORRECTION_CHANNELS
 
@@ -99,11 +100,6 @@ def complete_inputs(inputs, first_masks: FirstMasks, forward, batch_size: int) -
     ``prompt``, its object's ``cache_key``) its three correction maps, in place. A correction
     whose object has no first mask yet gets one first, from the first clicks alone, in batches
     through ``forward`` (``[B, 8, H, W]`` -> logits)."""
-    from . import geometry as G
-
-    def frame(points, crop) -> np.ndarray:
-        return G.to_frame(points, crop) if len(points) else np.zeros((0, 2))
-
     corrected = [item for item in inputs if item.prompt.positive or item.prompt.negative]
     missing = {item.cache_key: item for item in corrected if first_masks.get(item.cache_key) is None}
     todo = list(missing.values())
@@ -112,15 +108,15 @@ def complete_inputs(inputs, first_masks: FirstMasks, forward, batch_size: int) -
         first = []
         for item in chunk:
             prompt = item.prompt
-            maps = G.guidance_maps(G.to_frame(prompt.inside, prompt.crop), G.outside_points(prompt.box, prompt.crop))
+            maps = G.first_click_maps(prompt.crop, prompt.box, prompt.inside)
             first.append(torch.cat([item.x[:3], torch.from_numpy(maps), no_correction_maps(1)[0]]))
         for item, logit in zip(chunk, forward(torch.stack(first))):
             first_masks.put(item.cache_key, torch.sigmoid(logit.float()))
     for item in inputs:
         prompt = item.prompt
         first = first_masks.get(item.cache_key) if (prompt.positive or prompt.negative) else None
-        item.x = torch.cat([item.x, correction_maps(first, frame(prompt.positive, prompt.crop),
-                                                    frame(prompt.negative, prompt.crop))])
+        item.x = torch.cat([item.x, correction_maps(first, G.frame_points(prompt.positive, prompt.crop),
+                                                    G.frame_points(prompt.negative, prompt.crop))])
 
 
 def remember_first_masks(inputs, logits, first_masks: FirstMasks) -> None:

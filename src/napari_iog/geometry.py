@@ -290,8 +290,7 @@ def frame_input(rgb_crop: np.ndarray, crop: Box, box: Box, inside: Sequence[Sequ
                             .permute(2, 0, 1)[None], (FRAME, FRAME))[0]
     inside_f = to_frame(inside, crop)
     outside_f = outside_points(box, crop) if outside is None else np.asarray(outside, np.float64)
-    positive_f = to_frame(positive, crop) if len(positive) else np.zeros((0, 2))
-    negative_f = to_frame(negative, crop) if len(negative) else np.zeros((0, 2))
+    positive_f, negative_f = frame_points(positive, crop), frame_points(negative, crop)
     if refine:
         base = guidance_maps(inside_f, outside_f)
         clicks = add_clicks(base, positive_f, negative_f, quantise=True) if (
@@ -300,6 +299,17 @@ def frame_input(rgb_crop: np.ndarray, crop: Box, box: Box, inside: Sequence[Sequ
                 torch.from_numpy(np.ascontiguousarray(clicks, dtype=np.float32)))
     maps = guidance_with_corrections(inside_f, outside_f, positive_f, negative_f)
     return torch.cat([x_img, torch.from_numpy(maps)]), None
+
+
+def frame_points(points: Sequence[Sequence[float]], crop: Box) -> np.ndarray:
+    """Image (row, col) points in ``crop``'s frame, ``[N, 2]`` (``[0, 2]`` for none)."""
+    return to_frame(points, crop) if len(points) else np.zeros((0, 2))
+
+
+def first_click_maps(crop: Box, box: Box, inside: Sequence[Sequence[float]]) -> np.ndarray:
+    """A plain IOG network's two guidance maps for an object's first clicks alone (the box and
+    inside clicks, image coordinates), as :func:`frame_input` draws them."""
+    return guidance_maps(to_frame(inside, crop), outside_points(box, crop))
 
 
 def paste(crop_values: np.ndarray, crop: Box, shape: Sequence[int], dtype=np.float32) -> np.ndarray:

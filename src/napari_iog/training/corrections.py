@@ -71,10 +71,10 @@ def add_guidance_corrections(model: nn.Module, batch: dict[str, torch.Tensor], r
     first = None
     if takes_correction_maps(model):
         with torch.no_grad():
-            first = torch.sigmoid(model(with_correction_maps(x, None, clicks)).float())[:, 0]
+            first = torch.sigmoid(model(append_correction_maps(x, None, clicks)).float())[:, 0]
 
-    def network_input() -> torch.Tensor:
-        return x if first is None else with_correction_maps(x, first, clicks)
+    def current_input() -> torch.Tensor:
+        return x if first is None else append_correction_maps(x, first, clicks)
 
     changed = set()
     for i in range(len(target)):
@@ -85,7 +85,7 @@ def add_guidance_corrections(model: nn.Module, batch: dict[str, torch.Tensor], r
     _redraw(x, inside, outside, clicks, changed)
     with torch.no_grad():
         for _ in range(_rounds(rng, max_rounds)):
-            predicted = (model(network_input()) > 0)[:, 0].cpu().numpy()
+            predicted = (model(current_input()) > 0)[:, 0].cpu().numpy()
             changed = set()
             for i in range(len(target)):
                 click = next_click(predicted[i], target[i], ignore[i])
@@ -96,10 +96,10 @@ def add_guidance_corrections(model: nn.Module, batch: dict[str, torch.Tensor], r
                 break
             _redraw(x, inside, outside, clicks, changed)
     _restore(model, modes)
-    return network_input()
+    return current_input()
 
 
-def with_correction_maps(x: torch.Tensor, first: torch.Tensor | None, clicks: list | None) -> torch.Tensor:
+def append_correction_maps(x: torch.Tensor, first: torch.Tensor | None, clicks: list | None) -> torch.Tensor:
     """``x`` (five channels) with the correction maps of ``clicks`` (``{True: positives, False:
     negatives}`` per sample, frame coordinates) and ``first`` (the first masks, 0..1); with
     ``first`` None, the empty maps of first clicks."""
@@ -115,7 +115,7 @@ def network_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     clicks) for a network that takes them, else unchanged."""
     model = getattr(model, "module", model)      # DistributedDataParallel
     if takes_correction_maps(model) and x.shape[1] == 5:
-        return with_correction_maps(x, None, None)
+        return append_correction_maps(x, None, None)
     return x
 
 
