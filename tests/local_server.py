@@ -1,6 +1,8 @@
-"""A file served slowly from 127.0.0.1: downloads that take long enough to watch, cancel or kill."""
+"""Servers on 127.0.0.1 for tests: a file served slowly (downloads that take long enough to watch,
+cancel or kill), and the app of ``napari-iog serve`` on uvicorn on a free port."""
 
 import http.server
+import socket
 import threading
 import time
 
@@ -36,3 +38,30 @@ class SlowFileServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``napari-iog serve``'s app on uvicorn in a thread on 127.0.0.1, stopped by :meth:`stop`."""
+
+    def __init__(self, app):
+        self.port = free_port()
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(10)

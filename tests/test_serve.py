@@ -2,15 +2,14 @@
 the HTTP layer), stopped by the test."""
 
 import json
-import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
 from conftest import calibrate, synthetic_scene
+from local_server import Server
 
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
@@ -30,31 +29,6 @@ CORNERS, INSIDE = ((55, 65), (185, 235)), (120, 150)
 def local():
     network = calibrate(build_model("iog-resnet18", {"psp_channels": 32, "head_channels": 16}, seed=3))
     return IOGPredictor(network, device="cpu", precision="float32", backend="torch", warmup=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """uvicorn in a thread on 127.0.0.1, stopped by :meth:`stop`."""
-
-    def __init__(self, app):
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +99,7 @@ def test_no_request_is_served_without_the_right_token(server):
     (lambda b: b.update(crop="not base64!"), "not base64"),
     (lambda b: b.update(crop=encode_array(np.zeros((50, 50), np.uint8))), "RGB uint8"),
     (lambda b: b.update(crop=encode_array(np.zeros((50, 50, 3), np.float32))), "RGB uint8"),
-    (lambda b: b.update(crop=encode_array(np.zeros((2000, 20, 3), np.uint8))), "crop side"),
+    (lambda b: b.update(crop=encode_array(np.zeros((2000, 20, 3), np.uint8))), "pixels a side"),
     (lambda b: b.update(corners=[[30, 30]]), "object 0"),
     (lambda b: b.update(inside=[[5, 5]]), "outside the box"),
     (lambda b: b.update(negative=[[40, 40]] * 9), "more than 8"),

@@ -106,7 +106,8 @@ def _annotate(args) -> int:
 
 def _serve(args) -> int:
     from .serve.main import serve
-    return serve(args.model, args.device, args.host, args.port, args.token, args.no_token)
+    return serve(args.model, args.device, args.host, args.port, args.token, args.no_token, args.learn,
+                 args.learn_seconds)
 
 
 SHARED_TRAINING_SETS = {"sstem": "sstem_vnc", "cvppp": "cvppp_a1", "bsds": "bsds500_test_regions"}
@@ -325,6 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=at_least(1), default=8765, help="8765 by default")
     serve.add_argument("--token", default=None, help="default: $NAPARI_IOG_TOKEN, else one made at the first start")
     serve.add_argument("--no-token", action="store_true", help="serve without a token (trusted networks only)")
+    serve.add_argument("--learn", action="store_true",
+                       help="objects the annotators commit teach the model (a low-priority learner on --device); "
+                            "a better model becomes the next version for every annotator")
+    serve.add_argument("--learn-seconds", type=float, default=5.0,
+                       help="training time each committed object adds (5 s by default)")
     serve.set_defaults(func=_serve)
 
     add_evaluate_parser(sub)

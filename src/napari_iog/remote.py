@@ -23,7 +23,7 @@ import numpy as np
 from . import geometry as G
 from .predictor import DEFAULT_THRESHOLD, Prediction, _ImageReader
 from .prompt import Prompt
-from .remote_codec import decode_array, decode_mask, encode_array
+from .remote_codec import decode_array, decode_mask, encode_array, encode_mask
 
 TOKEN_ENV = "NAPARI_IOG_TOKEN"
 #: the largest answer accepted (a 4096 x 4096 crop's probability as float16)
@@ -31,7 +31,12 @@ MAX_ANSWER_BYTES = 2 * 4096 * 4096 + 1024
 
 
 class RemoteError(ConnectionError):
-    """The server could not be reached, refused the request, or failed; nothing was changed."""
+    """The server could not be reached, refused the request, or failed; nothing was changed.
+    ``status``: the HTTP status of the server's answer (None when there was none)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class RemotePredictor:
@@ -41,6 +46,10 @@ class RemotePredictor:
     for one request. ``probability``: have the server send each crop's probability too (float16;
     by default only the mask travels, as packed bits, and ``probability`` is the mask as 0/1).
     ``last_timings`` holds the last click's network and round-trip seconds.
+
+    A server that learns (``napari-iog serve --learn``) may put a better model in use at any
+    time: an object's corrections ask for the version that answered its first clicks, so the
+    model never changes under an object, and ``learn``/``forget`` send it committed objects.
     """
 
     is_dextr = False
@@ -61,6 +70,9 @@ class RemotePredictor:
         self.precision = info.get("precision", "float32")
         self.device = f"{info.get('device', '?')} at {self.url}"
         self.threshold = float(info.get("threshold", DEFAULT_THRESHOLD))
+        self.learns = bool(info.get("learning"))
+        self.model_version: int | None = info.get("model_version")     # of the last answer
+        self._object_version: int | None = None     # the version that answered this object's first clicks
         if info.get("dextr"):
             raise RemoteError(f"the server at {self.url} runs a DEXTR model; the client takes IOG models")
 
@@ -91,6 +103,28 @@ class RemotePredictor:
     def clear_cache(self) -> None:
         """Nothing is cached here (the server keeps what it keeps)."""
 
+    # --- a learning server ---------------------------------------------------------------------
+
+    def learn(self, obj, key: str) -> dict:
+        """Send a committed object (a :class:`~napari_iog.learning.pool.LearnedObject`) to the
+        server's learner under ``key``; the answer says how many objects it holds."""
+        clicks = {role: [list(map(float, p)) for p in obj.clicks.get(role) or ()]
+                  for role in ("corners", "inside", "positive", "negative")}
+        return self._call("POST", "/learn", {"key": key, "rgb": encode_array(obj.rgb),
+                                             "mask": encode_mask(obj.mask), **clicks})
+
+    def forget(self, key: str) -> dict:
+        """Take an undone object out of the server's learner."""
+        return self._call("POST", "/learn/forget", {"key": key})
+
+    def learning_status(self) -> dict:
+        """Where the server's learning stands: objects, the model's version, the learner's report."""
+        return self._call("GET", "/learn")
+
+    def save_learned(self) -> str:
+        """Have the server save its newest learned model; the path on the server."""
+        return self._call("POST", "/learn/save")["path"]
+
     # --- the wire -----------------------------------------------------------------------------
 
     def _predict_many(self, reader, prompts: Sequence[Prompt], threshold, postprocess) -> list[Prediction]:
@@ -106,10 +140,15 @@ class RemotePredictor:
                             "inside": (np.array(prompt.inside) - shift).tolist(),
                             "positive": (np.array(prompt.positive).reshape(-1, 2) - shift).tolist(),
                             "negative": (np.array(prompt.negative).reshape(-1, 2) - shift).tolist()})
+        corrects = len(prompts) == 1 and bool(len(prompts[0].positive) or len(prompts[0].negative))
         start = time.perf_counter()
         answer = self._call("POST", "/predict_many", {"objects": objects, "threshold": threshold,
-                                                      "probability": self.probability})
+                                                      "probability": self.probability,
+                                                      "model_version": self._object_version if corrects else None})
         round_trip = time.perf_counter() - start
+        self.model_version = answer.get("model_version")
+        if len(prompts) == 1 and not corrects:
+            self._object_version = self.model_version
         results = []
         for prompt, item in zip(prompts, answer["objects"]):
             shape = (prompt.crop.height, prompt.crop.width)
@@ -145,8 +184,8 @@ class RemotePredictor:
                 pass
             if err.code == 401:
                 raise RemoteError(f"the server at {self.url} refused the token: give the one it printed at its "
-                                  f"first start (token=..., or ${TOKEN_ENV})") from err
-            raise RemoteError(f"the server at {self.url} answered {err.code}: {detail}") from err
+                                  f"first start (token=..., or ${TOKEN_ENV})", err.code) from err
+            raise RemoteError(f"the server at {self.url} answered {err.code}: {detail}", err.code) from err
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
             reason = getattr(err, "reason", err)
             raise RemoteError(f"the server at {self.url} cannot be reached ({reason}); nothing was changed: try "

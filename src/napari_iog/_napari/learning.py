@@ -10,24 +10,22 @@ where both model lists find it.
 
 from __future__ import annotations
 
-import copy
-import datetime
-import re
 import weakref
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 from psygnal import Signal
 
 from .. import geometry as G
-from .. import zoo
 from ..labels import plane_of
 from ..learning.background import BackgroundLearner, LearnedWeights
-from ..learning.learner import LearnReport, LearnSettings
+from ..learning.learned import learned_card, learned_model_path, learned_predictor
+from ..learning.learner import LearnReport, LearnSettings, why_cannot_learn
 from ..learning.pool import learned_object
 from ..models import save_model
 from ..predictor import IOGPredictor, read_crop_rgb
+from ..remote_learning import RemoteLearner
 from .workers import qt_app_running
 
 #: how often the annotator looks for news from its learner (ms)
@@ -36,14 +34,12 @@ POLL_MS = 500
 
 def why_not_learn(predictor: Any) -> str | None:
     """Why this predictor's model cannot learn here (None: it can)."""
+    if getattr(predictor, "backend", None) == "remote":
+        return None if predictor.learns else ("this server does not learn: start it with napari-iog serve --learn "
+                                               "to have your objects teach its model")
     if not isinstance(predictor, IOGPredictor):
-        return "learning needs a model on this computer (a server's model does not learn here)"
-    if predictor.is_dextr:
-        return "DEXTR models do not learn here (IOG models do)"
-    network = getattr(predictor, "network", None)
-    if not (hasattr(network, "backbone") and hasattr(network, "Coarse_net")):     # what training's pieces need
-        return "this model cannot learn here (IOG networks can)"
-    return None
+        return "learning needs a model on this computer"
+    return why_cannot_learn(predictor)
 
 
 class AnnotatorLearning:
@@ -83,7 +79,10 @@ class AnnotatorLearning:
         return None
 
     def _start_learner(self) -> None:
-        self.learner = self.learner_factory(self.base.network, self.settings)
+        if getattr(self.base, "backend", None) == "remote":        # the server learns, from every annotator
+            self.learner = RemoteLearner(self.base)
+        else:
+            self.learner = self.learner_factory(self.base.network, self.settings)
         self._closer = weakref.finalize(self, self.learner.close)      # a dock dropped unclosed
         if qt_app_running():
             from qtpy.QtCore import QTimer
@@ -173,6 +172,8 @@ class AnnotatorLearning:
         self._apply()
         report = self.learner.report
         if report is not None:
+            if isinstance(self.learner, RemoteLearner) and report.learned_from:
+                self.in_use = report            # the server's model learned: it can save it
             self.status_changed.emit(report.text())
         return report
 
@@ -184,29 +185,20 @@ class AnnotatorLearning:
             self.in_use = self._given = None
             self.annotator.use_predictor(self.base)
             return
-        network = copy.deepcopy(self.base.network)
-        network.load_state_dict(weights.state)
-        network.card = {**self.base.card, "learned": weights.report.to_dict()}
-        self._given = IOGPredictor(network, device=self.base.device, precision=self.base.precision,
-                                   threshold=self.base.threshold, backend="torch")
+        self._given = learned_predictor(self.base, weights.state, weights.report)
         self.in_use = weights.report
         self.annotator.use_predictor(self._given)
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write the learned model in use (weights + card: base, objects, figures) to ``path``,
-        by default to the cache's fine-tuned folder, where both model lists find it."""
+        by default to the cache's fine-tuned folder, where both model lists find it. A server's
+        learned model is saved on the server (its path there is returned)."""
+        if isinstance(self.learner, RemoteLearner) and self.in_use is not None:
+            return PurePosixPath(self.learner.save())
         if self.in_use is None or self._given is None:
             raise ValueError("nothing learned yet: the learner puts a model in use once it does better on "
                              "your newest objects")
         base = self.base_name or self.base.card.get("name") or self.base.arch
-        if path is None:
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(base)).stem).strip("-") or "model"
-            path = zoo.finetuned_dir() / f"{name}-learned-{stamp}.pt"
-        report = self.in_use
-        card = {"base": str(base), "base_card": {k: self.base.card[k] for k in ("arch", "trained_on", "data")
-                                                  if k in self.base.card},
-                "learned_while_annotating": {"objects": report.learned_from, "held_out_objects": report.held_out,
-                                             "miou@3_base": report.base_miou, "miou@3_learned": report.in_use_miou,
-                                             "steps": report.steps, "settings": self.settings.__dict__}}
+        path = learned_model_path(base) if path is None else path
+        card = learned_card(base, self.base.card, self.in_use, self.settings)
         return save_model(self._given.network, Path(path), card)

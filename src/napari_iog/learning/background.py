@@ -51,10 +51,11 @@ class LearnedWeights:
 
 class BackgroundLearner:
     """A :class:`~napari_iog.learning.learner.Learner` in its own process (see the module).
-    Nothing here blocks: messages wait in a queue until the process has started."""
+    Nothing here blocks: messages wait in a queue until the process has started. ``device``:
+    where it trains (the annotator's CPU; a server's GPU for ``napari-iog serve --learn``)."""
 
     def __init__(self, model: nn.Module, settings: LearnSettings | None = None, threads: int = 1,
-                 priority: int = 19):
+                 priority: int = 19, device: str = "cpu"):
         self.settings = settings or LearnSettings()
         self.report: LearnReport | None = None
         self.error: str | None = None
@@ -66,7 +67,7 @@ class BackgroundLearner:
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self._process.stdin.write(self._key.hex().encode() + b"\n")
         self._process.stdin.close()
-        self._inbox.put(("init", (copy.deepcopy(model).cpu(), self.settings, threads, priority)))
+        self._inbox.put(("init", (copy.deepcopy(model).cpu(), self.settings, threads, priority, str(device))))
         self._link = threading.Thread(target=self._relay, name="napari-iog learner link", daemon=True)
         self._link.start()
 
@@ -156,13 +157,13 @@ def _serve(connection) -> None:
 
     from .learner import Learner
 
-    kind, (model, settings, threads, priority) = _receive(connection)
+    kind, (model, settings, threads, priority, device) = _receive(connection)
     try:
         os.nice(priority)
     except (OSError, AttributeError):      # AttributeError: Windows has no nice
         pass
     torch.set_num_threads(max(1, threads))
-    learner = Learner(model, settings)
+    learner = Learner(model, settings, device=device)
     credit = 0.0
     while True:
         waiting = credit <= 0 or not learner.can_train()

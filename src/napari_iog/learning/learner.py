@@ -236,3 +236,14 @@ def _scoring_predictor(model: nn.Module, device: torch.device):
     from ..predictor import IOGPredictor
 
     return IOGPredictor(model, device=device, precision="float32", warmup=False, backend="torch", cache_size=0)
+
+
+def why_cannot_learn(predictor) -> str | None:
+    """Why ``predictor``'s model cannot learn from committed objects (None: it can)."""
+    if predictor.is_dextr:
+        return "DEXTR models do not learn here (IOG models do)"
+    network = getattr(predictor, "network", None)
+    if not (hasattr(network, "backbone") and hasattr(network, "Coarse_net")):     # what training's pieces need
+        return "this model cannot learn here (IOG networks can)"
+    return None
+

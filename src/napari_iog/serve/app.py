@@ -1,5 +1,6 @@
 """The FastAPI app around one predictor: ``/health`` (open), ``/info``, ``/predict``,
-``/predict_many`` (token), and the OpenAPI schema at ``/openapi.json``.
+``/predict_many`` (token), ``/learn`` with ``--learn`` (:mod:`.learning`), and the OpenAPI
+schema at ``/openapi.json``.
 
 A request carries each object's crop (RGB uint8, the box grown by ``RELAX`` px, as
 :class:`~napari_iog.remote.RemotePredictor` reads it) and its clicks in the crop's pixels; the
@@ -27,6 +28,7 @@ from ..prompt import Prompt
 from ..remote_codec import BadArray, decode_array, encode_array, encode_mask
 from .auth import token_matches
 from .batching import Batcher
+from .learning import ModelVersions, ServerLearning, add_learning_routes
 
 Point = list[Annotated[float, Field(allow_inf_nan=False)]]
 #: which process answered (replicas behind Ray Serve each have their own)
@@ -53,13 +55,19 @@ class ManyRequest(BaseModel):
     objects: list[ObjectRequest]
     threshold: float | None = Field(default=None, gt=0, lt=1, description="default: the model's")
     probability: bool = Field(default=False, description="also answer the probability (float16), not the mask only")
+    model_version: int | None = Field(default=None, ge=0, description="answer with this version of a learning "
+                                      "server's model while it is kept (an object's corrections name the version "
+                                      "that answered its first clicks); default: the newest")
 
 
-def make_app(predictor, token: str | None, limits: Limits | None = None, batching: bool = True) -> FastAPI:
+def make_app(predictor, token: str | None, limits: Limits | None = None, batching: bool = True,
+             learning: ServerLearning | None = None) -> FastAPI:
     """The app serving ``predictor``; ``token`` None serves without one (never by default).
-    ``batching``: objects of requests that arrive together share a forward pass (``Batcher``)."""
+    ``batching``: objects of requests that arrive together share a forward pass (``Batcher``).
+    ``learning``: the server's learner over ``predictor`` (``napari-iog serve --learn``)."""
     limits = limits or Limits()
-    lock = threading.Lock()         # one network call at a time on the predictor
+    lock = threading.Lock()         # one network call at a time on a predictor
+    models = learning.models if learning is not None else ModelVersions(predictor)
     batcher = Batcher(predictor) if batching and not predictor.is_refine else None
     app = FastAPI(title="napari-iog", description="IOG segmentation from clicks, for napari-iog's annotator")
 
@@ -90,17 +98,20 @@ def make_app(predictor, token: str | None, limits: Limits | None = None, batchin
 
     @app.get("/info", dependencies=[Depends(authorised)])
     def info() -> dict:
-        p = predictor
+        version, p = models.get()
         return {"arch": p.arch, "card": {k: v for k, v in (p.card or {}).items() if k in ("name", "base", "steps")},
                 "device": str(p.device), "precision": p.precision, "backend": getattr(p, "backend", "torch"),
-                "threshold": p.threshold, "dextr": p.is_dextr, "limits": asdict(limits)}
+                "threshold": p.threshold, "dextr": p.is_dextr, "limits": asdict(limits),
+                "learning": learning is not None, "model_version": version}
 
-    def run(objects: list[ObjectRequest], threshold: float | None = None, probability: bool = False) -> dict:
+    def run(objects: list[ObjectRequest], threshold: float | None = None, probability: bool = False,
+            version: int | None = None) -> dict:
         if not objects or len(objects) > limits.max_objects:
             raise HTTPException(422, f"send 1 to {limits.max_objects} objects, not {len(objects)}")
+        version, model = models.get(version)
         crops, checked = [], []
         for n, item in enumerate(objects):
-            crop = _crop_of(item, limits, n)
+            crop = _crop_of(item.crop, limits, f"object {n}: the crop")
             if len(item.positive) + len(item.negative) > limits.max_clicks:
                 raise HTTPException(422, f"object {n}: more than {limits.max_clicks} correction clicks")
             try:
@@ -110,43 +121,45 @@ def make_app(predictor, token: str | None, limits: Limits | None = None, batchin
             crops.append(crop)
         start = time.perf_counter()
         if batcher is not None:
-            probabilities = batcher.probabilities(list(zip(crops, checked)))
+            probabilities = batcher.probabilities(list(zip(crops, checked)), predictor=model)
         else:
             with lock:
-                probabilities = [predictor.predict(crop, prompt=prompt, postprocess=False).crop_probability
+                probabilities = [model.predict(crop, prompt=prompt, postprocess=False).crop_probability
                                  for crop, prompt in zip(crops, checked)]
         seconds = time.perf_counter() - start
-        threshold = predictor.threshold if threshold is None else threshold
+        threshold = model.threshold if threshold is None else threshold
         answers = []
         for p in probabilities:
             answer = {"mask": encode_mask(p > threshold), "shape": list(p.shape), "seconds": seconds / len(crops)}
             if probability:
                 answer["probability"] = encode_array(p.astype(np.float16))
             answers.append(answer)
-        return {"objects": answers, "seconds": seconds, "threshold": threshold, "server": SERVER_ID}
+        return {"objects": answers, "seconds": seconds, "threshold": threshold, "server": SERVER_ID,
+                "model_version": version}
 
     @app.post("/predict", dependencies=[Depends(authorised)])
     def predict(item: ObjectRequest) -> dict:
         answer = run([item])
-        return {**answer["objects"][0], "seconds": answer["seconds"]}
+        return {**answer["objects"][0], "seconds": answer["seconds"], "model_version": answer["model_version"]}
 
     @app.post("/predict_many", dependencies=[Depends(authorised)])
     def predict_many(request: ManyRequest) -> dict:
-        return run(request.objects, request.threshold, request.probability)
+        return run(request.objects, request.threshold, request.probability, request.model_version)
 
-    app.state.batcher = batcher
+    add_learning_routes(app, learning, authorised, limits, lambda text, what: _crop_of(text, limits, what))
+    app.state.batcher, app.state.learning = batcher, learning
     return app
 
 
-def _crop_of(item: ObjectRequest, limits: Limits, n: int) -> np.ndarray:
+def _crop_of(text: str, limits: Limits, what: str) -> np.ndarray:
+    """The RGB uint8 array of a request's ``text`` (``what`` names it in the answer's reason)."""
     side = limits.max_crop_side
     try:
-        crop = decode_array(item.crop, side * side * 3 + 1024)
+        crop = decode_array(text, side * side * 3 + 1024)
     except BadArray as err:
-        raise HTTPException(422, f"object {n}: the crop is {err}") from err
+        raise HTTPException(422, f"{what} is {err}") from err
     if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
-        raise HTTPException(422, f"object {n}: the crop must be RGB uint8 (rows, cols, 3), not {crop.dtype} "
-                                 f"{crop.shape}")
+        raise HTTPException(422, f"{what} must be RGB uint8 (rows, cols, 3), not {crop.dtype} {crop.shape}")
     if max(crop.shape[:2]) > side or min(crop.shape[:2]) < 2:
-        raise HTTPException(422, f"object {n}: a crop side must be 2..{side} pixels, not {crop.shape[:2]}")
+        raise HTTPException(422, f"{what} must be 2..{side} pixels a side, not {crop.shape[:2]}")
     return crop

@@ -5,8 +5,9 @@ batch and hands each its crop's probability.
 
 It drives the predictor's steps (``_prepare``, ``_forward``, ``_to_crop``: what
 ``IOGPredictor.predict`` does for one object) so that inputs of different images share a
-batch. Refinement networks, whose corrections reuse an object's cached features, go one by
-one through ``predict``.
+batch; each object goes through the predictor (the version of the server's model) it names, and
+a batch holds the objects of one predictor. Refinement networks, whose corrections reuse an
+object's cached features, go one by one through ``predict``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +26,7 @@ from ..prompt import Prompt
 
 @dataclass
 class _Job:
+    predictor: Any
     x: torch.Tensor
     prompt: Prompt
     done: threading.Event = field(default_factory=threading.Event)
@@ -38,13 +41,16 @@ class Batcher:
         self.batches: list[int] = []          # the size of each batch run (for the benchmark)
         threading.Thread(target=self._run, daemon=True, name="napari-iog batcher").start()
 
-    def probabilities(self, objects: list[tuple[np.ndarray, Prompt]], timeout: float = 120.0) -> list[np.ndarray]:
-        """Each crop's probability for its prompt (checked against the crop already); the
-        objects of one request are queued together, so they can share a batch."""
+    def probabilities(self, objects: list[tuple[np.ndarray, Prompt]], timeout: float = 120.0,
+                      predictor=None) -> list[np.ndarray]:
+        """Each crop's probability for its prompt (checked against the crop already), from
+        ``predictor`` (default: the one the batcher was made with); the objects of one request
+        are queued together, so they can share a batch."""
+        predictor = predictor or self.predictor
         jobs = []
         for crop, prompt in objects:
-            item = self.predictor._prepare(_ImageReader.of(crop, None, None), prompt)
-            jobs.append(_Job(item.x, prompt))
+            item = predictor._prepare(_ImageReader.of(crop, None, None), prompt)
+            jobs.append(_Job(predictor, item.x, prompt))
             self.jobs.put(jobs[-1])
         for job in jobs:
             if not job.done.wait(timeout):
@@ -61,13 +67,21 @@ class Batcher:
                     jobs.append(self.jobs.get(timeout=self.window_s))
             except queue.Empty:
                 pass
-            self.batches.append(len(jobs))
-            try:
-                logits = self.predictor._forward(torch.stack([job.x for job in jobs]))
-                for job, logit in zip(jobs, logits):
-                    job.probability = self.predictor._to_crop(logit, job.prompt.crop)
-            except BaseException as err:    # every waiting request hears of it; the thread goes on
-                for job in jobs:
-                    job.error = err
+            groups: dict[int, list[_Job]] = {}
             for job in jobs:
-                job.done.set()
+                groups.setdefault(id(job.predictor), []).append(job)
+            for group in groups.values():
+                self._run_batch(group)
+
+    def _run_batch(self, jobs: list[_Job]) -> None:
+        self.batches.append(len(jobs))
+        predictor = jobs[0].predictor
+        try:
+            logits = predictor._forward(torch.stack([job.x for job in jobs]))
+            for job, logit in zip(jobs, logits):
+                job.probability = predictor._to_crop(logit, job.prompt.crop)
+        except BaseException as err:    # every waiting request hears of it; the thread goes on
+            for job in jobs:
+                job.error = err
+        for job in jobs:
+            job.done.set()

@@ -9,12 +9,14 @@ from ..remote import TOKEN_ENV
 
 
 def serve(model: str | None, device: str, host: str, port: int, token: str | None = None,
-          no_token: bool = False) -> int:
+          no_token: bool = False, learn: bool = False, learn_seconds: float = 5.0) -> int:
     import uvicorn
 
+    from ..learning.learner import LearnSettings
     from ..predictor import IOGPredictor
     from .app import make_app
     from .auth import load_or_make_token, token_path
+    from .learning import ServerLearning
 
     token = token or os.environ.get(TOKEN_ENV)
     if no_token:
@@ -29,5 +31,13 @@ def serve(model: str | None, device: str, host: str, port: int, token: str | Non
     predictor = IOGPredictor(model, device=device)
     print(f"napari-iog serve: {predictor.arch} on {predictor.device} ({predictor.precision}) at "
           f"http://{host}:{port}", flush=True)
-    uvicorn.run(make_app(predictor, token), host=host, port=port, log_level="warning")
+    learning = ServerLearning(predictor, LearnSettings(seconds_per_object=learn_seconds)) if learn else None
+    if learning is not None:
+        print(f"napari-iog serve: learning from the objects annotators commit ({learn_seconds:g} s of training "
+              f"each, on {predictor.device}); /learn says where it stands", flush=True)
+    try:
+        uvicorn.run(make_app(predictor, token, learning=learning), host=host, port=port, log_level="warning")
+    finally:
+        if learning is not None:
+            learning.close()
     return 0
