@@ -197,7 +197,11 @@ class IOGMobileNetwork(nn.Module):
             fine = self.Fine_net(fms, head_size)
         else:
             fine, features = self.Fine_net(fms, head_size, return_features=True)
-            fine = fine + self.correction_head(features, fine, x[:, self.config.in_channels:])
+            maps = x[:, self.config.in_channels:]
+            # first clicks only (no disk): the head would add exactly zero, so it is skipped
+            # (about a quarter of a first click's time); a graph being traced keeps it whole
+            if _building_graph() or bool((maps[:, 1:] > 0).any()):
+                fine = fine + self.correction_head(features, fine, maps)
         fine = upsample_to(fine, out_size)
         if not return_coarse:
             return fine
@@ -228,6 +232,12 @@ class CorrectionHead(nn.Module):
                              antialias=True)
         corrected = (maps[:, 1:].flatten(1).amax(1) > 0).to(features.dtype).view(-1, 1, 1, 1)
         return corrected * self.out(self.body(torch.cat([features, logits, maps], 1)))
+
+
+def _building_graph() -> bool:
+    """Is this forward being traced, compiled or exported (no data-dependent branches then)?"""
+    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+                or torch.compiler.is_exporting())
 
 
 def with_correction_maps(model: IOGMobileNetwork, head: bool = False) -> IOGMobileNetwork:
