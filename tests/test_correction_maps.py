@@ -147,3 +147,30 @@ def test_correction_maps_are_refused_where_they_cannot_be(tmp_path):
         with pytest.raises(TrainingError, match="needs correction_maps"):
             TrainConfig(base=str(base), out=str(tmp_path / "x.pt"), **{name: True}).check()
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_onnx_runtime_keeps_the_correction_head_that_first_clicks_skip(small_mobile, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from napari_iog import zoo
+
+    monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path / "cache"))
+    wide = with_correction_maps(small_mobile, head=True)
+    with torch.no_grad():
+        torch.nn.init.normal_(wide.correction_head.out.weight, std=0.1)
+    image, _ = synthetic_scene()
+    exact = IOGPredictor(wide, device="cpu", precision="float32", backend="torch", warmup=False)
+    ort = IOGPredictor(wide, device="cpu", precision="float32", backend="onnxruntime", warmup=False)
+    assert ort.backend == "onnxruntime"
+    for negative in ([], [(120, 200)]):         # the export is made from a first click: the head stays in it
+        here = exact.predict(image, corners=CORNERS, inside=INSIDE, negative=negative, postprocess=False)
+        there = ort.predict(image, corners=CORNERS, inside=INSIDE, negative=negative, postprocess=False)
+        np.testing.assert_allclose(there.crop_probability, here.crop_probability, atol=1e-4)
+    x = torch.rand(1, 8, 512, 512) * 255                       # the exported graph, on a correction
+    x[:, 5:] = 0
+    x[0, 7, 240:280, 240:280] = 255.0
+    with torch.no_grad():
+        torch_logits, base_logits = wide(x), small_mobile(x[:, :5])
+    ort_logits = torch.as_tensor(np.asarray(ort.model(x)))
+    assert (ort_logits - torch_logits).abs().max() < 0.02              # logits of tens: float32 rounding
+    assert (torch_logits - base_logits).abs().max() > 0.5              # the head did work there
