@@ -155,9 +155,10 @@ def test_onnx_runtime_keeps_the_correction_head_that_first_clicks_skip(small_mob
     from napari_iog import zoo
 
     monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path / "cache"))
+    torch.manual_seed(0)
     wide = with_correction_maps(small_mobile, head=True)
     with torch.no_grad():
-        torch.nn.init.normal_(wide.correction_head.out.weight, std=0.1)
+        torch.nn.init.normal_(wide.correction_head.out.weight, std=0.5)
     image, _ = synthetic_scene()
     exact = IOGPredictor(wide, device="cpu", precision="float32", backend="torch", warmup=False)
     ort = IOGPredictor(wide, device="cpu", precision="float32", backend="onnxruntime", warmup=False)
@@ -173,4 +174,4 @@ def test_onnx_runtime_keeps_the_correction_head_that_first_clicks_skip(small_mob
         torch_logits, base_logits = wide(x), small_mobile(x[:, :5])
     ort_logits = torch.as_tensor(np.asarray(ort.model(x)))
     assert (ort_logits - torch_logits).abs().max() < 0.02              # logits of tens: float32 rounding
-    assert (torch_logits - base_logits).abs().max() > 0.5              # the head did work there
+    assert (torch_logits - base_logits).abs().max() > 0.2              # the head did work there
