@@ -271,12 +271,18 @@ def test_in_the_viewer_objects_go_to_a_learning_server_and_its_learned_model_is_
     for point in (*CORNERS, INSIDE):
         mouse_click(viewer, world_of(ann.image_layer, point))
     ann.wait()
+    assert "learning (model v0)" in widget.status.value
     press_key(viewer, "Enter")
     qtbot.waitUntil(lambda: len(learner.objects) == 1, timeout=30_000)
     qtbot.waitUntil(lambda: controls.status.value.startswith("on the server"), timeout=30_000)
     learner.better()
     qtbot.waitUntil(lambda: "learned from 1" in controls.status.value, timeout=30_000)
     assert controls.save_button.enabled
+    for point in (*CORNERS, INSIDE):                                    # the next object: the new model
+        mouse_click(viewer, world_of(ann.image_layer, point))
+    ann.wait()
+    assert "learning (model v1)" in widget.status.value
+    press_key(viewer, "Escape")
     path = controls.save()
     assert path is not None and load_model(str(path)).card["learned_while_annotating"]["objects"] == 1
     press_key(viewer, "U")                                             # the undo reaches the server too

@@ -324,5 +324,8 @@ class Annotator(BoxAndStackMethods):
 def what_runs(p) -> str:
     """'napari-iog default: cpu, float32 ORT': short, for a line of the dock (ORT: ONNX Runtime)."""
     backend = getattr(p, "backend", "torch")       # stand-in predictors may not say
-    runs = {"onnxruntime": f"{p.precision} ORT", "remote": f"{p.precision}, remote"}.get(backend, p.precision)
+    remote = f"{p.precision}, remote"
+    if backend == "remote" and getattr(p, "learns", False):     # a learning server: which version answered
+        remote += f", learning (model v{p.model_version})"
+    runs = {"onnxruntime": f"{p.precision} ORT", "remote": remote}.get(backend, p.precision)
     return f"{(getattr(p, 'card', None) or {}).get('name', p.arch)}: {p.device}, {runs}"
