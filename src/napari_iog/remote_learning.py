@@ -78,7 +78,9 @@ class RemoteLearner:
         """The server saves its learned model; the path on the server."""
         return self.remote.save_learned()
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop sending (on the GUI thread: a call in flight is not waited for long; the thread
+        is a daemon and holds nothing to clean up)."""
         self._closing.set()
         self._inbox.put(("stop", None))
         self._thread.join(timeout)
