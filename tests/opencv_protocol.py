@@ -66,7 +66,11 @@ def crop2fullmask(crop_mask, bbox, im_size):
 
 def reference_probability(model, image_rgb, corners, inside):
     x5, bbox = reference_input(image_rgb, corners, inside)
+    x = torch.from_numpy(x5)[None]
+    extra = getattr(getattr(model, "config", None), "input_channels", 5) - x.shape[1]
+    if extra > 0:       # a network that also reads correction maps: none at the first clicks
+        x = torch.cat([x, x.new_zeros(1, extra, *x.shape[2:])], 1)
     with torch.no_grad():
-        logits = model(torch.from_numpy(x5)[None])[0, 0].numpy()
+        logits = model(x)[0, 0].numpy()
     prob = 1 / (1 + np.exp(-logits))
     return crop2fullmask(prob.astype(np.float32), bbox, image_rgb.shape[:2]), bbox
