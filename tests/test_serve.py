@@ -261,3 +261,34 @@ def test_a_thousand_fuzzed_requests_get_answers_and_never_crash_the_server(serve
     assert statuses.count(200) < 1000
     with urllib.request.urlopen(server.url + "/health", timeout=10) as response:
         assert response.status == 200
+
+
+def test_a_network_that_reads_corrections_answers_through_the_server_as_here():
+    """The bundled default reads its corrections as maps (the object's first mask, disks): the
+    server's batched path must give them as the local predictor does."""
+    from napari_iog.models.mobilenet import with_correction_maps
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    network = with_correction_maps(build_model("iog-mobilenetv2", {"psp_channels": 16, "head_channels": 8,
+                                                                   "input_size": 128}, seed=0).eval(), head=True)
+    with torch.no_grad():
+        torch.nn.init.normal_(network.correction_head.out.weight, std=0.5)
+        network.backbone.features[0][0].weight[:, 5:].normal_(std=0.05)
+    local = IOGPredictor(network, device="cpu", precision="float32", backend="torch", warmup=False)
+    served = IOGPredictor(network, device="cpu", precision="float32", backend="torch", warmup=False)
+    running = Server(make_app(served, TOKEN))
+    try:
+        image, _ = synthetic_scene()
+        remote = RemotePredictor(running.url, token=TOKEN, probability=True)
+        for clicks in ({}, {"negative": [(175, 225)]}, {"negative": [(175, 225)], "positive": [(60, 70)]}):
+            here = local.predict(image, corners=CORNERS, inside=INSIDE, **clicks)
+            there = remote.predict(image, corners=CORNERS, inside=INSIDE, **clicks)
+            assert np.abs(there.probability - here.probability).max() < 2e-3       # float16 on the wire
+        fresh = RemotePredictor(running.url, token=TOKEN, probability=True)
+        served.clear_cache()                        # a correction whose object the server never saw
+        there = fresh.predict(image, corners=CORNERS, inside=INSIDE, negative=[(175, 225)])
+        here = local.predict(image, corners=CORNERS, inside=INSIDE, negative=[(175, 225)])
+        assert np.abs(there.probability - here.probability).max() < 2e-3
+    finally:
+        running.stop()

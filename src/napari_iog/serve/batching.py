@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..correction_maps import complete_inputs, remember_first_masks
 from ..predictor import _ImageReader
 from ..prompt import Prompt
 
@@ -27,7 +28,7 @@ from ..prompt import Prompt
 @dataclass
 class _Job:
     predictor: Any
-    x: torch.Tensor
+    item: Any                       # the predictor's NetworkInput
     prompt: Prompt
     done: threading.Event = field(default_factory=threading.Event)
     probability: np.ndarray | None = None
@@ -39,6 +40,7 @@ class Batcher:
         self.predictor, self.max_batch, self.window_s = predictor, max_batch, window_s
         self.jobs: queue.Queue[_Job] = queue.Queue()
         self.batches: list[int] = []          # the size of each batch run (for the benchmark)
+        self._maps_lock = threading.Lock()     # the predictors' first masks, for networks that read corrections
         threading.Thread(target=self._run, daemon=True, name="napari-iog batcher").start()
 
     def probabilities(self, objects: list[tuple[np.ndarray, Prompt]], timeout: float = 120.0,
@@ -50,7 +52,10 @@ class Batcher:
         jobs = []
         for crop, prompt in objects:
             item = predictor._prepare(_ImageReader.of(crop, None, None), prompt)
-            jobs.append(_Job(predictor, item.x, prompt))
+            if predictor.takes_correction_maps:     # as predict does: the maps, from the object's first mask
+                with self._maps_lock:
+                    complete_inputs([item], predictor._first_masks, predictor._forward, 1)
+            jobs.append(_Job(predictor, item, prompt))
             self.jobs.put(jobs[-1])
         for job in jobs:
             if not job.done.wait(timeout):
@@ -77,7 +82,10 @@ class Batcher:
         self.batches.append(len(jobs))
         predictor = jobs[0].predictor
         try:
-            logits = predictor._forward(torch.stack([job.x for job in jobs]))
+            logits = predictor._forward(torch.stack([job.item.x for job in jobs]))
+            if predictor.takes_correction_maps:
+                with self._maps_lock:
+                    remember_first_masks([job.item for job in jobs], logits, predictor._first_masks)
             for job, logit in zip(jobs, logits):
                 job.probability = predictor._to_crop(logit, job.prompt.crop)
         except BaseException as err:    # every waiting request hears of it; the thread goes on
