@@ -26,6 +26,7 @@ from scipy import ndimage
 from napari_iog import IOGPredictor
 from napari_iog import evaluation as E
 from napari_iog.evaluation.clicks import initial_clicks
+from napari_iog.evaluation.metrics import iou
 from napari_iog.training.data import validation_instances
 from napari_iog.training.sources import held_out_domain
 
@@ -36,21 +37,13 @@ SIZE_EDGES = (0, 200, 500, 1500, 5000, 20000, np.inf)
 SHIFTS = [(dr, dc) for dr in range(-2, 3) for dc in range(-2, 3)]
 
 
-def iou(a: np.ndarray, b: np.ndarray, valid: np.ndarray | None = None) -> float:
-    if valid is not None:
-        a, b = a & valid, b & valid
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
 def shifted(mask: np.ndarray, dr: int, dc: int) -> np.ndarray:
     return ndimage.shift(mask, (dr, dc), order=0, mode="constant", cval=False)
 
 
 def measure(mask: np.ndarray, truth: np.ndarray, ignore: np.ndarray | None) -> dict:
-    valid = None if ignore is None else ~ignore
-    first = iou(mask, truth, valid)
-    shifts = {s: iou(shifted(mask, *s), truth, valid) for s in SHIFTS}
+    first = iou(mask, truth, ignore)
+    shifts = {s: iou(shifted(mask, *s), truth, ignore) for s in SHIFTS}
     best = max(shifts, key=shifts.get)
     centre = np.array(ndimage.center_of_mass(truth))
     offset = np.array(ndimage.center_of_mass(mask)) - centre if mask.any() else np.array([np.nan, np.nan])

@@ -122,3 +122,29 @@ class GuidanceFollower(nn.Module):
 
     def forward(self, x):
         return self.conv(x)
+
+
+class RecordingLearner:
+    """The learner's interface (``BackgroundLearner``'s) for tests: keeps what it is sent, and
+    ``poll`` hands over what a test put in ``news`` (weights, or an error to raise)."""
+
+    def __init__(self, network, settings):
+        self.network, self.objects, self.report, self.closed = network, {}, None, False
+        self.news: list = []
+
+    def add(self, obj):
+        self.objects[obj.key] = obj
+
+    def remove(self, key):
+        self.objects.pop(key, None)
+
+    def poll(self, timeout=0.0):
+        item = self.news.pop(0) if self.news else None
+        if isinstance(item, Exception):
+            raise item
+        if item is not None:
+            self.report = item.report
+        return item
+
+    def close(self):
+        self.closed = True

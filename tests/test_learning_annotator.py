@@ -4,6 +4,7 @@ what happens when a model cannot learn or the learner fails."""
 
 import copy
 
+import conftest
 import numpy as np
 import pytest
 import torch
@@ -24,28 +25,7 @@ from napari.components import ViewerModel  # noqa: E402
 BOX, INSIDE = ((55, 65), (185, 235)), (120, 150)
 
 
-class RecordingLearner:
-    def __init__(self, network, settings):
-        self.network, self.objects, self.report, self.closed = network, {}, None, False
-        self.news: list = []
-
-    def add(self, obj):
-        self.objects[obj.key] = obj
-
-    def remove(self, key):
-        self.objects.pop(key, None)
-
-    def poll(self, timeout=0.0):
-        item = self.news.pop(0) if self.news else None
-        if isinstance(item, Exception):
-            raise item
-        if item is not None:
-            self.report = item.report
-        return item
-
-    def close(self):
-        self.closed = True
-
+class RecordingLearner(conftest.RecordingLearner):
     def better(self):
         state = copy.deepcopy(self.network.state_dict())
         name = next(k for k in state if k.endswith("bias"))

@@ -7,6 +7,7 @@ import copy
 import json
 import time
 
+import conftest
 import numpy as np
 import pytest
 from conftest import calibrate, synthetic_scene
@@ -30,29 +31,14 @@ TOKEN = "a-test-token-of-some-length"
 CORNERS, INSIDE = ((55, 65), (185, 235)), (120, 150)
 
 
-class RecordingLearner:
-    """The learner's interface; ``better()`` hands the server a model whose one bias is +1."""
+class RecordingLearner(conftest.RecordingLearner):
+    """``better()`` hands the server a model whose last bias is +1; ``instances``: those made."""
 
     instances: list = []
 
     def __init__(self, network, settings):
-        self.network, self.objects, self.report, self.news, self.closed = network, {}, None, [], False
+        super().__init__(network, settings)
         RecordingLearner.instances.append(self)
-
-    def add(self, obj):
-        self.objects[obj.key] = obj
-
-    def remove(self, key):
-        self.objects.pop(key, None)
-
-    def poll(self, timeout=0.0):
-        item = self.news.pop(0) if self.news else None
-        if item is not None:
-            self.report = item.report
-        return item
-
-    def close(self):
-        self.closed = True
 
     def better(self):
         state = copy.deepcopy(self.network.state_dict())

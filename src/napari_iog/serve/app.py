@@ -146,7 +146,7 @@ def make_app(predictor, token: str | None, limits: Limits | None = None, batchin
     def predict_many(request: ManyRequest) -> dict:
         return run(request.objects, request.threshold, request.probability, request.model_version)
 
-    add_learning_routes(app, learning, authorised, limits, lambda text, what: _crop_of(text, limits, what))
+    add_learning_routes(app, learning, authorised, limits, _crop_of)
     app.state.batcher, app.state.learning = batcher, learning
     return app
 

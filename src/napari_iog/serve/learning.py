@@ -157,9 +157,10 @@ class ForgetRequest(BaseModel):
     key: str = Field(min_length=1, max_length=200)
 
 
-def add_learning_routes(app: FastAPI, learning: ServerLearning | None, authorised, limits, read_crop) -> None:
+def add_learning_routes(app: FastAPI, learning: ServerLearning | None, authorised, limits, read_rgb) -> None:
     """``/learn`` (GET: where learning stands; POST: a committed object), ``/learn/forget`` (an
-    undone commit), ``/learn/save``; a server started without ``--learn`` answers 409."""
+    undone commit), ``/learn/save``; a server started without ``--learn`` answers 409.
+    ``read_rgb(text, limits, what)``: the app's checked decoding of an RGB array."""
 
     def learner() -> ServerLearning:
         if learning is None:
@@ -173,7 +174,7 @@ def add_learning_routes(app: FastAPI, learning: ServerLearning | None, authorise
     @app.post("/learn", dependencies=[Depends(authorised)])
     def learn(item: LearnRequest) -> dict:
         server = learner()
-        rgb = read_crop(item.rgb, "the region")
+        rgb = read_rgb(item.rgb, limits, "the region")
         try:
             mask = decode_mask(item.mask, rgb.shape[:2])
         except BadArray as err:
