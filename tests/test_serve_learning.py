@@ -4,6 +4,7 @@ annotator's learning sends its commits and undos there. A real uvicorn server on
 loopback port, stopped by each test."""
 
 import copy
+import functools
 import json
 import time
 
@@ -17,7 +18,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from napari_iog import build_model, zoo  # noqa: E402
-from napari_iog.learning.background import LearnedWeights  # noqa: E402
+from napari_iog.learning.background import BackgroundLearner, LearnedWeights  # noqa: E402
 from napari_iog.learning.learner import LearnReport, LearnSettings  # noqa: E402
 from napari_iog.learning.pool import LearnedObject  # noqa: E402
 from napari_iog.models import load_model  # noqa: E402
@@ -153,13 +154,15 @@ def test_a_server_that_does_not_learn_says_how_to_start_one():
 def test_the_servers_learner_process_trains_on_the_objects_sent():
     local = tiny_predictor()
     settings = LearnSettings(batch_size=2, lr=1e-3, min_held_out=2, min_gain=0.0, seconds_per_object=0.2)
-    learning = ServerLearning(local, settings, poll_seconds=0.1)
+    # the real learner process, at priority 0: at nice 19 a busy CI machine can starve it for minutes
+    learning = ServerLearning(local, settings, poll_seconds=0.1,
+                              learner_factory=functools.partial(BackgroundLearner, priority=0))
     running = Server(make_app(local, TOKEN, learning=learning))
     try:
         remote = RemotePredictor(running.url, token=TOKEN)
         for key in range(4):
             remote.learn(committed_object(), f"a:{key}")
-        wait_for(lambda: (remote.learning_status()["report"] or {}).get("steps", 0) > 0, seconds=120)
+        wait_for(lambda: (remote.learning_status()["report"] or {}).get("steps", 0) > 0, seconds=300)
         status = remote.learning_status()
         assert status["objects"] == 4 and status["error"] is None
     finally:

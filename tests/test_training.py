@@ -191,6 +191,9 @@ def test_loss_and_schedule_are_as_published():
     logits = torch.zeros(2, 1, 16, 16)
     # BCE of logit 0 is ln 2 per pixel; five outputs, summed over pixels, divided by the batch
     assert float(iog_loss(logits, [logits] * 4, target)) == pytest.approx(5 * 256 * np.log(2), rel=1e-6)
+    # a fine-tune may weigh the coarse outputs down: 0 scores the fine output alone
+    assert float(iog_loss(logits, [logits] * 4, target, coarse_weight=0.25)) == pytest.approx(2 * 256 * np.log(2))
+    assert float(iog_loss(logits, [logits + 1e3] * 4, target, coarse_weight=0)) == pytest.approx(256 * np.log(2))
     assert lr_factor(0, 100, 10) == pytest.approx(0.1) and lr_factor(9, 100, 10) == pytest.approx(1.0)
     assert lr_factor(55, 100, 10) == pytest.approx(0.5) and lr_factor(100, 100, 10) == pytest.approx(0.0)
 

@@ -52,6 +52,8 @@ class TrainConfig:
     optimizer: str = option("adamw", "adamw (default) or sgd (the published recipe)", choices=OPTIMIZERS)
     weight_decay: float | None = option(None, "weight decay (AdamW 1e-2, SGD 5e-4)")
     momentum: float = option(0.9, "SGD momentum (0.9)")
+    coarse_weight: float = option(1.0, "weight of the four coarse outputs in the loss, against the fine output's 1 "
+                                  "(1: as published; lower keeps a fine-tune from pulling the shared trunk their way)")
     batch_size: int = option(4, "objects per batch, per process (4)")
     accumulate: int = option(1, "micro-batches per optimizer step (1)")
     warmup_steps: int | None = option(None, "linear warm-up steps (default: 5 %% of the run, at most 100)")
@@ -100,6 +102,8 @@ class TrainConfig:
         for name in ("correction_maps_only", "correction_head"):
             if getattr(self, name) and not self.correction_maps:
                 raise TrainingError(f"{name} is about the correction maps: it needs correction_maps")
+        if not self.coarse_weight >= 0:
+            raise TrainingError(f"coarse_weight must be 0 or more, got {self.coarse_weight}")
         if self.correction_rounds < 1:
             raise TrainingError(f"correction_rounds must be at least 1, got {self.correction_rounds}")
 

@@ -71,25 +71,33 @@ def load_base(base: str, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
                    "base_card": {k: card[k] for k in ("arch", "trained_on", "data", "steps") if k in card}}
 
 
-def iog_loss(fine: torch.Tensor, coarse: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+def iog_loss(fine: torch.Tensor, coarse: Sequence[torch.Tensor], target: torch.Tensor,
+             coarse_weight: float = 1.0) -> torch.Tensor:
     """The published loss: per-pixel BCE with logits on all five outputs, summed over pixels,
-    divided by the batch size. Pixels whose target is negative (unknown) are left out."""
+    divided by the batch size. Pixels whose target is negative (unknown) are left out.
+    ``coarse_weight`` scales the four coarse outputs' terms (1: as published)."""
     weight = None
     if bool((target < 0).any()):
         weight, target = (target >= 0).float(), target.clamp(min=0)
-    total = sum(F.binary_cross_entropy_with_logits(o.float(), target, weight, reduction="sum")
-                for o in (fine, *coarse))
+
+    def bce(output: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(output.float(), target, weight, reduction="sum")
+
+    total = bce(fine)
+    if coarse_weight:
+        total = total + coarse_weight * sum(bce(o) for o in coarse)
     return total / target.shape[0]
 
 
-def batch_loss(model: nn.Module, batch: dict[str, torch.Tensor], refine: bool) -> torch.Tensor:
+def batch_loss(model: nn.Module, batch: dict[str, torch.Tensor], refine: bool,
+               coarse_weight: float = 1.0) -> torch.Tensor:
     """The network on a training batch (refinement networks also take the click maps), scored
     by :func:`iog_loss`."""
     if refine:
         fine, coarse = model(batch["x"], batch["clicks"], return_coarse=True)
     else:
         fine, coarse = model(network_input(model, batch["x"]), return_coarse=True)
-    return iog_loss(fine, coarse, batch["target"])
+    return iog_loss(fine, coarse, batch["target"], coarse_weight)
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -308,7 +316,7 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
                         rng = np.random.default_rng([config.seed, step, micro % config.accumulate, rank])
                         if rng.random() < config.correction_prob:
                             simulate_corrections(module, batch, rng, config.correction_rounds)
-                    loss = batch_loss(model, batch, refine)
+                    loss = batch_loss(model, batch, refine, config.coarse_weight)
                 scaled = loss / config.accumulate
                 (scaler.scale(scaled) if scaler else scaled).backward()
             loss_sum += float(loss.detach()) / frame_pixels
