@@ -2,8 +2,10 @@
 the HTTP layer), stopped by the test."""
 
 import json
+import pickle
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -17,7 +19,7 @@ uvicorn = pytest.importorskip("uvicorn")
 from napari_iog import build_model  # noqa: E402
 from napari_iog.predictor import IOGPredictor  # noqa: E402
 from napari_iog.remote import RemoteError, RemotePredictor  # noqa: E402
-from napari_iog.remote_codec import encode_array  # noqa: E402
+from napari_iog.remote_codec import encode_array, npy_bytes  # noqa: E402
 from napari_iog.serve import Limits, load_or_make_token, make_app  # noqa: E402
 from napari_iog.session import AnnotationSession  # noqa: E402
 
@@ -40,7 +42,7 @@ def server(local):
 
 def post(url, body, token=TOKEN, raw=None):
     request = urllib.request.Request(url, data=raw if raw is not None else json.dumps(body).encode(), method="POST")
-    request.add_header("Content-Type", "application/json")
+    request.add_header("Content-Type", "application/json" if raw is None else "application/octet-stream")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
@@ -67,9 +69,55 @@ def test_the_remote_predictor_gives_the_local_mask(server, local):
     plain = local.predict(image, corners=CORNERS, inside=INSIDE)
     assert len(many) == 2 and (many[0].mask ^ plain.mask).sum() <= 0.002 * plain.mask.sum()
     assert remote.arch == "iog-resnet18" and "127.0.0.1" in remote.device
-    masks_only = RemotePredictor(server.url, token=TOKEN).predict(image, corners=CORNERS, inside=INSIDE,
-                                                                  negative=[(175, 225)])
-    np.testing.assert_array_equal(masks_only.mask, here.mask)       # the mask alone: exactly the local one
+    for npy_body in (True, False):      # one object's crop as .npy bytes; as JSON (servers before /predict_npy)
+        client, paths = RemotePredictor(server.url, token=TOKEN), []
+        client.npy_body = npy_body
+
+        def recorded(method, path, *rest, call=client._call, paths=paths):
+            paths.append(path.split("?")[0])
+            return call(method, path, *rest)
+
+        client._call = recorded
+        masks_only = client.predict(image, corners=CORNERS, inside=INSIDE, negative=[(175, 225)])
+        np.testing.assert_array_equal(masks_only.mask, here.mask)       # the mask alone: exactly the local one
+        assert paths == ["/predict_npy" if npy_body else "/predict_many"]
+
+
+def post_npy(url, prompt, body: bytes, token=TOKEN):
+    """``/predict_npy``: ``prompt`` (a dict, or any text) in the query, ``body`` the crop's bytes."""
+    text = prompt if isinstance(prompt, str) else json.dumps(prompt)
+    return post(f"{url}/predict_npy?{urllib.parse.urlencode({'prompt': text})}", None, token=token, raw=body)
+
+
+@pytest.mark.parametrize("prompt, body, said", [
+    ({"corners": [[30, 30], [69, 69]], "inside": [[50, 50]]}, b"\x93NUMPY not really", "not a .npy"),
+    ({"corners": [[30, 30], [69, 69]], "inside": [[50, 50]]}, npy_bytes(np.zeros((50, 50), np.uint8)), "RGB uint8"),
+    ({"corners": [[30, 30], [69, 69]], "inside": [[50, 50]]}, npy_bytes(np.zeros((2000, 9, 3), np.uint8)),
+     "pixels a side"),
+    ({"corners": [[30, 30], [69, 69]], "inside": [[50, 50]]}, pickle.dumps(np.zeros((9, 9, 3), object)), "npy"),
+    ({"corners": [[30, 30], [69, 69]]}, npy_bytes(np.zeros((100, 100, 3), np.uint8)), "inside"),
+    ({"corners": [[30, 30], [69, 69]], "inside": [[5, 5]]}, npy_bytes(np.zeros((100, 100, 3), np.uint8)),
+     "outside the box"),
+    ({"corners": [[30, 30], [69, 69]], "inside": [[50, 50]], "negative": [[40, 40]] * 9},
+     npy_bytes(np.zeros((100, 100, 3), np.uint8)), "more than 8"),
+    ("{not json", npy_bytes(np.zeros((100, 100, 3), np.uint8)), "malformed prompt"),
+])
+def test_a_crop_sent_as_npy_bytes_is_checked_as_strictly(server, prompt, body, said):
+    status, answer = post_npy(server.url, prompt, body)
+    assert 400 <= status < 500 and said in json.dumps(answer)
+
+
+def test_a_body_over_the_limit_is_refused(local):
+    small = Server(make_app(local, TOKEN, Limits(max_body_bytes=10_000)))
+    try:
+        crop = npy_bytes(np.zeros((100, 100, 3), np.uint8))             # 30 kB
+        status, answer = post_npy(small.url, {"corners": [[30, 30], [69, 69]], "inside": [[50, 50]]}, crop)
+        assert status == 413 and "larger than" in answer["detail"]
+        status, _ = post_npy(small.url, {"corners": [[3, 3], [6, 6]], "inside": [[4, 4]]},
+                             npy_bytes(np.zeros((10, 10, 3), np.uint8)))
+        assert status == 200
+    finally:
+        small.stop()
 
 
 def test_a_session_annotates_through_the_server(server):
@@ -92,7 +140,12 @@ def test_no_request_is_served_without_the_right_token(server):
     with urllib.request.urlopen(server.url + "/health", timeout=10) as response:   # health needs no token
         assert json.loads(response.read()) == {"status": "ok"}
     with urllib.request.urlopen(server.url + "/openapi.json", timeout=10) as response:
-        assert "/predict_many" in json.loads(response.read())["paths"]
+        paths = json.loads(response.read())["paths"]
+        assert "/predict_many" in paths and "application/octet-stream" in json.dumps(paths["/predict_npy"])
+    crop_bytes = npy_bytes(crop)
+    for token in (None, "wrong"):
+        assert post_npy(server.url, {"corners": [[30, 30], [69, 69]], "inside": [[50, 50]]}, crop_bytes,
+                        token=token)[0] == 401
 
 
 @pytest.mark.parametrize("change, said", [
@@ -187,32 +240,55 @@ def test_the_annotator_uses_a_server_says_when_it_is_down_and_goes_on_when_it_is
     back.stop()
 
 
-def test_requests_arriving_together_share_a_forward_pass(local):
-    """Eight annotators click at once: the batcher runs fewer forward passes than objects, and
-    each gets the mask a request alone gets."""
+def test_requests_arriving_together_share_a_forward_pass(local, monkeypatch):
+    """Eight annotators click at once: the clicks that arrive while a forward pass runs share the
+    next one (the first pass is held until all the others are queued, so a fast or a busy machine
+    meets them the same): two passes at most for eight objects, and each gets the mask a request alone gets."""
     image, _ = synthetic_scene()
     server = Server(make_app(local, TOKEN))
+    gate, forward = threading.Event(), local._forward
+    monkeypatch.setattr(local, "_forward", lambda *args: (gate.wait(60), forward(*args))[1], raising=False)
     try:
         batcher = server.server.config.app.state.batcher
-        batcher.window_s = 1.0                       # wide enough that simultaneous clicks meet, even on a busy machine
         clients = [RemotePredictor(server.url, token=TOKEN, probability=True) for _ in range(8)]
         results = [None] * 8
-        start = threading.Barrier(8)
 
         def click(i):
-            start.wait()
             results[i] = clients[i].predict(image, corners=CORNERS, inside=INSIDE, positive=[(100 + i, 150)])
 
         threads = [threading.Thread(target=click, args=(i,)) for i in range(8)]
         for t in threads:
             t.start()
+        waited = 0          # the held pass took the first one (or those that came within its window)
+        while (not batcher.batches or batcher.jobs.qsize() < 8 - batcher.batches[0]) and waited < 600:
+            threading.Event().wait(0.1)
+            waited += 1
+        queued = batcher.jobs.qsize()
+        gate.set()
         for t in threads:
             t.join(60)
-        assert all(r is not None for r in results)
-        assert max(batcher.batches) > 1 and len(batcher.batches) < 8
+        assert all(r is not None for r in results), (queued, batcher.batches)
+        assert sum(batcher.batches) == 8 and len(batcher.batches) <= 2 and max(batcher.batches) > 1
+        monkeypatch.undo()
         for i, result in enumerate(results):
             alone = local.predict(image, corners=CORNERS, inside=INSIDE, positive=[(100 + i, 150)])
             assert np.abs(result.probability - alone.probability).max() < 2e-3
+    finally:
+        gate.set()
+        server.stop()
+
+
+def test_a_lone_click_does_not_wait_for_company(local):
+    """With nobody else arriving, the batcher runs a click at once, however wide its window."""
+    image, _ = synthetic_scene()
+    server = Server(make_app(local, TOKEN))
+    try:
+        batcher = server.server.config.app.state.batcher
+        batcher.window_s = 60.0
+        remote = RemotePredictor(server.url, token=TOKEN, timeout=30)
+        for n in range(3):
+            remote.predict(image, corners=CORNERS, inside=INSIDE, positive=[(100 + n, 150)])
+        assert batcher.batches == [1, 1, 1]
     finally:
         server.stop()
 
@@ -251,7 +327,16 @@ def test_a_thousand_fuzzed_requests_get_answers_and_never_crash_the_server(serve
                 body[key] = points[int(rng.integers(len(points)))]()
         if rng.random() < 0.1:
             body.pop(list(body)[int(rng.integers(len(body)))])
-        path = "/predict" if n % 2 else "/predict_many"
+        if n % 3 == 2:                  # the crop as the body's .npy bytes, the rest as the prompt query
+            crop = body.pop("crop", None)
+            raw = npy_bytes(rng.integers(0, 255, (int(rng.integers(1, 80)), int(rng.integers(1, 80)),
+                                                  int(rng.integers(1, 5))), np.uint8)) if rng.random() < 0.3 else \
+                rng.bytes(int(rng.integers(0, 300))) if rng.random() < 0.3 else \
+                base64.b64decode(crop) if isinstance(crop, str) and crop and rng.random() < 0.5 else b""
+            prompt = body if rng.random() < 0.8 else noise()
+            statuses.append(post_npy(server.url, prompt, raw)[0])
+            continue
+        path = "/predict" if n % 3 else "/predict_many"
         if path == "/predict_many":
             body = {"objects": [body] * int(rng.integers(0, 3))} if rng.random() < 0.9 else body
         raw = None if rng.random() < 0.9 else rng.bytes(int(rng.integers(0, 200)))

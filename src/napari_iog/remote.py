@@ -4,8 +4,10 @@ tell them apart.
 
 Only the crop the network needs travels (the clicked box grown by ``RELAX`` px, read here as
 RGB 0..255 the way the local predictor reads it, so a 50k x 50k dask image is never loaded),
-with the clicks in the crop's pixels; the server answers the crop's probability. The mask
-is cleaned here (``postprocess``) exactly as a local prediction is. Standard library only.
+with the clicks in the crop's pixels; the server answers the crop's mask (or probability). A
+single object goes to ``/predict_npy`` (the crop as the body's ``.npy`` bytes) when the server
+has it, several to ``/predict_many`` (JSON). The mask is cleaned here (``postprocess``) exactly
+as a local prediction is. Standard library only.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,7 +26,7 @@ import numpy as np
 from . import geometry as G
 from .predictor import DEFAULT_THRESHOLD, Prediction, _ImageReader
 from .prompt import Prompt
-from .remote_codec import decode_array, decode_mask, encode_array, encode_mask
+from .remote_codec import decode_array, decode_mask, encode_array, encode_mask, npy_bytes
 
 TOKEN_ENV = "NAPARI_IOG_TOKEN"
 #: the largest answer accepted (a 4096 x 4096 crop's probability as float16)
@@ -71,6 +74,7 @@ class RemotePredictor:
         self.device = f"{info.get('device', '?')} at {self.url}"
         self.threshold = float(info.get("threshold", DEFAULT_THRESHOLD))
         self.learns = bool(info.get("learning"))
+        self.npy_body = bool(info.get("predict_npy"))       # servers before it take JSON only
         self.model_version: int | None = info.get("model_version")     # of the last answer
         self._object_version: int | None = None     # the version that answered this object's first clicks
         if info.get("dextr"):
@@ -130,21 +134,29 @@ class RemotePredictor:
     def _predict_many(self, reader, prompts: Sequence[Prompt], threshold, postprocess) -> list[Prediction]:
         threshold = self.threshold if threshold is None else float(threshold)
         postprocess = self.postprocess if postprocess is None else bool(postprocess)
-        objects = []
+        objects, crops = [], []
         for prompt in prompts:
             crop = prompt.crop
-            rgb = np.clip(np.rint(reader.crop_rgb(crop)), 0, 255).astype(np.uint8)
+            crops.append(np.clip(np.rint(reader.crop_rgb(crop)), 0, 255).astype(np.uint8))
             shift = np.array([crop.r0, crop.c0])
-            objects.append({"crop": encode_array(rgb),
-                            "corners": (np.array(prompt.corners) - shift).tolist(),
+            objects.append({"corners": (np.array(prompt.corners) - shift).tolist(),
                             "inside": (np.array(prompt.inside) - shift).tolist(),
                             "positive": (np.array(prompt.positive).reshape(-1, 2) - shift).tolist(),
                             "negative": (np.array(prompt.negative).reshape(-1, 2) - shift).tolist()})
         corrects = len(prompts) == 1 and bool(len(prompts[0].positive) or len(prompts[0].negative))
+        options = {"threshold": threshold, "probability": self.probability,
+                   "model_version": self._object_version if corrects else None}
+        if len(prompts) == 1 and self.npy_body:
+            query = urllib.parse.urlencode({"prompt": json.dumps({**objects[0], **options})})
+            call = ("POST", f"/predict_npy?{query}", None, npy_bytes(crops[0]))
+        else:
+            for item, crop in zip(objects, crops):
+                item["crop"] = encode_array(crop)
+            call = ("POST", "/predict_many", {"objects": objects, **options}, None)
         start = time.perf_counter()
-        answer = self._call("POST", "/predict_many", {"objects": objects, "threshold": threshold,
-                                                      "probability": self.probability,
-                                                      "model_version": self._object_version if corrects else None})
+        answer = self._call(*call)
+        if "objects" not in answer:         # /predict_npy answers its one object
+            answer = {**answer, "objects": [answer]}
         round_trip = time.perf_counter() - start
         self.model_version = answer.get("model_version")
         if len(prompts) == 1 and not corrects:
@@ -167,10 +179,11 @@ class RemotePredictor:
         self.last_server = answer.get("server")     # which server process (or replica) answered
         return results
 
-    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
-        data = None if body is None else json.dumps(body).encode()
+    def _call(self, method: str, path: str, body: dict | None = None, raw: bytes | None = None) -> dict:
+        """``body`` goes as JSON, ``raw`` as the body's bytes (``.npy``)."""
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
+        request.add_header("Content-Type", "application/octet-stream" if raw is not None else "application/json")
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:

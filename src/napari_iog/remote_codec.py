@@ -1,7 +1,9 @@
 """How arrays travel between ``napari-iog serve`` and its client: ``.npy`` bytes (never a
-pickle) in a zlib stream, base64 in JSON; masks as packed bits. Shared by both sides, free of
-any web framework. Compression is off by default: on photos' crops it saved a fifth of the
-bytes for 14 ms a crop, more than a LAN takes to carry them."""
+pickle) in a zlib stream, base64 in JSON; masks as packed bits. A single object's crop may also
+travel as the request's body, plain ``.npy`` bytes (:func:`npy_bytes`): base64 and JSON cost
+about 7 ms a 512-px crop on both sides together. Shared by both sides, free of any web
+framework. Compression is off by default: on photos' crops it saved a fifth of the bytes for
+14 ms a crop, more than a LAN takes to carry them."""
 
 from __future__ import annotations
 
@@ -16,10 +18,14 @@ class BadArray(ValueError):
     """Bytes that are not the array they claim to be."""
 
 
-def encode_array(array: np.ndarray, level: int = 0) -> str:
+def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return base64.b64encode(zlib.compress(buffer.getvalue(), level)).decode("ascii")
+    return buffer.getvalue()
+
+
+def encode_array(array: np.ndarray, level: int = 0) -> str:
+    return base64.b64encode(zlib.compress(npy_bytes(array), level)).decode("ascii")
 
 
 def encode_mask(mask: np.ndarray) -> str:
@@ -44,6 +50,11 @@ def decode_array(text: str, max_bytes: int) -> np.ndarray:
         raise BadArray(f"not base64 of a zlib-compressed .npy: {err}") from err
     if len(raw) > max_bytes or inflater.unconsumed_tail:
         raise BadArray(f"the array is larger than {max_bytes} bytes")
+    return from_npy_bytes(raw)
+
+
+def from_npy_bytes(raw: bytes) -> np.ndarray:
+    """The array of :func:`npy_bytes`' bytes."""
     try:
         return np.load(io.BytesIO(raw), allow_pickle=False)
     except (ValueError, EOFError, OSError) as err:

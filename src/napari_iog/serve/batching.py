@@ -1,7 +1,9 @@
 """Dynamic batching: objects that arrive together, from several annotators, go through the
 network in one forward pass. Each request thread prepares its object's input and waits; one
-thread gathers what has arrived within ``window_s`` (up to ``max_batch`` objects), runs the
-batch and hands each its crop's probability.
+thread gathers what has arrived (up to ``max_batch`` objects), runs the batch and hands each its
+crop's probability. It waits up to ``window_s`` for more only while another request is being
+prepared: a lone annotator's click never waits for company that is not coming, and requests that
+arrive during a forward pass are batched in the next one.
 
 It drives the predictor's steps (``_prepare``, ``_forward``, ``_to_crop``: what
 ``IOGPredictor.predict`` does for one object) so that inputs of different images share a
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +43,8 @@ class Batcher:
         self.predictor, self.max_batch, self.window_s = predictor, max_batch, window_s
         self.jobs: queue.Queue[_Job] = queue.Queue()
         self.batches: list[int] = []          # the size of each batch run (for the benchmark)
+        self._preparing = 0                    # requests between arrival and queueing their objects
+        self._count_lock = threading.Lock()
         self._maps_lock = threading.Lock()     # the predictors' first masks, for networks that read corrections
         threading.Thread(target=self._run, daemon=True, name="napari-iog batcher").start()
 
@@ -50,13 +55,17 @@ class Batcher:
         are queued together, so they can share a batch."""
         predictor = predictor or self.predictor
         jobs = []
-        for crop, prompt in objects:
-            item = predictor._prepare(_ImageReader.of(crop, None, None), prompt)
-            if predictor.takes_correction_maps:     # as predict does: the maps, from the object's first mask
-                with self._maps_lock:
-                    complete_inputs([item], predictor._first_masks, predictor._forward, 1)
-            jobs.append(_Job(predictor, item, prompt))
-            self.jobs.put(jobs[-1])
+        self._arriving(+1)
+        try:
+            for crop, prompt in objects:
+                item = predictor._prepare(_ImageReader.of(crop, None, None), prompt)
+                if predictor.takes_correction_maps:     # as predict does: the maps, from the object's first mask
+                    with self._maps_lock:
+                        complete_inputs([item], predictor._first_masks, predictor._forward, 1)
+                jobs.append(_Job(predictor, item, prompt))
+                self.jobs.put(jobs[-1])
+        finally:
+            self._arriving(-1)
         for job in jobs:
             if not job.done.wait(timeout):
                 raise TimeoutError("the network did not answer in time")
@@ -64,14 +73,27 @@ class Batcher:
                 raise job.error
         return [job.probability for job in jobs]
 
+    def _arriving(self, change: int) -> None:
+        with self._count_lock:
+            self._preparing += change
+
     def _run(self) -> None:
         while True:
             jobs = [self.jobs.get()]
-            try:
-                while len(jobs) < self.max_batch:
-                    jobs.append(self.jobs.get(timeout=self.window_s))
-            except queue.Empty:
-                pass
+            deadline = time.perf_counter() + self.window_s
+            while len(jobs) < self.max_batch:
+                try:
+                    jobs.append(self.jobs.get_nowait())
+                    continue
+                except queue.Empty:
+                    pass
+                left = deadline - time.perf_counter()
+                if self._preparing == 0 or left <= 0:
+                    break
+                try:
+                    jobs.append(self.jobs.get(timeout=left))
+                except queue.Empty:
+                    break
             groups: dict[int, list[_Job]] = {}
             for job in jobs:
                 groups.setdefault(id(job.predictor), []).append(job)
