@@ -112,6 +112,26 @@ def test_nothing_to_train_on_is_refused_at_once(make_napari_viewer, tiny_model, 
     assert widget.process is None and widget._tmp is None
 
 
+def test_the_learning_rate_is_the_measured_default_unless_given(make_napari_viewer, tiny_model, tmp_path,
+                                                                monkeypatch):
+    from napari_iog._napari import finetune_widget
+
+    said = []
+    monkeypatch.setattr(finetune_widget, "show_error", said.append)
+    viewer = make_napari_viewer()
+    widget = FineTuneWidget(viewer)
+    assert widget.lr.value == "auto" and widget.config("napari-iog-default", tmp_path / "a.pt").lr is None
+    widget.lr.value = " 5e-4 "
+    assert widget.config("napari-iog-default", tmp_path / "a.pt").lr == 5e-4
+    viewer.add_image(np.zeros((64, 64), np.uint8), name="blank")
+    viewer.add_labels(np.zeros((64, 64), np.uint32), name="blank labels")
+    for bad in ("fast", "-1e-3"):
+        configure(widget, tiny_model, tmp_path / "x.pt", steps=2)
+        widget.lr.value = bad
+        widget.start()                                  # refused with a message, nothing started
+        assert widget.process is None and widget._tmp is None and "learning rate" in said[-1]
+
+
 def test_a_worse_model_is_said_so_and_not_pushed(make_napari_viewer, tiny_model, tmp_path):
     """The run's own report (its JSON events) says held-out mIoU fell: the widget warns and
     offers the new model only as 'Use it anyway'."""

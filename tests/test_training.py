@@ -219,6 +219,23 @@ def test_a_few_steps_lower_the_loss_and_the_checkpoint_loads_and_predicts(tiny_b
     assert prediction.mask.shape == labels.shape and prediction.mask.dtype == bool
 
 
+def test_a_fine_tune_of_trained_weights_uses_the_measured_rate_and_loss_unless_told(tiny_base, tmp_path):
+    """From trained weights: AdamW 3e-4 and the coarse outputs at 0.1 (docs/benchmarks.md); from
+    random weights the published loss; a value given is used as given. The card says which."""
+    def card_of(base, **overrides):
+        out = tmp_path / f"run{len(list(tmp_path.iterdir()))}.pt"
+        values = {**dict(lr=None, val_objects=0, steps=1), **overrides}
+        train(quick_config(base, out, **values), scenes(2))
+        return load_model(out).card
+
+    tuned = card_of(tiny_base)
+    assert tuned["lr"] == 3e-4 and tuned["coarse_weight"] == 0.1
+    from_random = card_of("iog-resnet18", batch_size=2)
+    assert from_random["lr"] == 1e-4 and from_random["coarse_weight"] == 1.0
+    told = card_of(tiny_base, lr=5e-5, coarse_weight=1.0)
+    assert told["lr"] == 5e-5 and told["coarse_weight"] == 1.0
+
+
 def test_cancel_keeps_a_valid_checkpoint_and_resume_continues_to_the_same_weights(tiny_base, tmp_path):
     pairs = scenes(4)
     reference = train(quick_config(tiny_base, tmp_path / "straight.pt", steps=4, val_objects=0), pairs)

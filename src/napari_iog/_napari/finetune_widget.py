@@ -120,7 +120,9 @@ class FineTuneWidget(Container):
         length_row = Container(widgets=[self.length, self.unit], layout="horizontal", labels=False,
                                label="train for")
         length_row.margins = (0, 0, 0, 0)
-        self.lr = LineEdit(label="learning rate", value="1e-4", tooltip="AdamW learning rate")
+        self.lr = LineEdit(label="learning rate", value="auto",
+                           tooltip="AdamW learning rate; auto: 3e-4 when adapting a trained model, 1e-4 from random "
+                                   "weights (measured: docs/benchmarks.md)")
         self.batch_size = SpinBox(label="batch size", min=1, max=256, value=4)
         self.device = ComboBox(label="device", choices=available_devices(), value="auto")
         self.freeze_backbone = CheckBox(text="freeze the backbone (fast on a CPU)", value=True)
@@ -215,12 +217,22 @@ class FineTuneWidget(Container):
         path = Path(self.base_file.value) if self.base_file.value else None
         return str(path) if path is not None and path.is_file() else None
 
+    def _lr(self) -> float | None:
+        """The learning rate asked for (None: auto, the training's default for the base)."""
+        text = str(self.lr.value).strip().lower()
+        if text in ("", "auto"):
+            return None
+        value = float(text)
+        if not value > 0:
+            raise ValueError(text)
+        return value
+
     def config(self, base: str, out: Path) -> TrainConfig:
         """The run the controls describe (float16 storage: half the file, the same masks)."""
         length = {self.unit.value: int(self.length.value)}
         return TrainConfig(out=str(out), base=base, batch_size=int(self.batch_size.value),
                            device=str(self.device.value), val_fraction=float(self.val_fraction.value),
-                           lr=float(self.lr.value), freeze_backbone=bool(self.freeze_backbone.value), half=True,
+                           lr=self._lr(), freeze_backbone=bool(self.freeze_backbone.value), half=True,
                            **length)
 
     def start(self) -> None:
@@ -233,9 +245,9 @@ class FineTuneWidget(Container):
             show_error("choose a base model: one from the list, or an existing model file")
             return
         try:
-            float(self.lr.value)
+            self._lr()
         except ValueError:
-            show_error(f"the learning rate {self.lr.value!r} is not a number (e.g. 1e-4)")
+            show_error(f"the learning rate {self.lr.value!r} is not a number (e.g. 3e-4) or auto")
             return
         self._cleanup()
         if self.labels.value == FROM_FOLDERS:

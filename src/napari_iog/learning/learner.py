@@ -28,6 +28,7 @@ from torch import nn
 from ..evaluation.clicks import initial_clicks
 from ..evaluation.metrics import iou
 from ..models import IOGRefineNetwork
+from ..training.config import FINETUNE_COARSE_WEIGHT, FINETUNE_LR
 from ..training.corrections import simulate_corrections
 from ..training.data import InstanceDataset
 from ..training.loop import batch_loss, freeze, set_train_mode
@@ -39,11 +40,15 @@ BAND_SHARE, BAND_MIN = 0.05, 2
 
 @dataclass
 class LearnSettings:
-    """How the learner trains: ``napari-iog train``'s optimizer (AdamW, lr 1e-4, BatchNorm
-    frozen) and simulated corrections, on small batches. Not tuned on their own yet: the
-    simulated sessions of docs/benchmarks.md ("Learning while annotating") ran with these."""
+    """How the learner trains: ``napari-iog train``'s optimizer (AdamW, BatchNorm frozen) and
+    simulated corrections, on small batches, at a constant rate. ``lr`` and ``coarse_weight`` are
+    a fine-tune's (``training.config.FINETUNE_LR``, ``FINETUNE_COARSE_WEIGHT``), chosen on 200-step
+    runs; the simulated sessions of docs/benchmarks.md ("Learning while annotating") say what
+    they do here."""
 
-    lr: float = 1e-4
+    lr: float = FINETUNE_LR["adamw"]
+    #: the coarse outputs' weight in the loss (1: the published loss)
+    coarse_weight: float = FINETUNE_COARSE_WEIGHT
     batch_size: int = 4
     correction_prob: float = 0.5
     correction_rounds: int = 3
@@ -153,7 +158,7 @@ class Learner:
         set_train_mode(model, freeze_bn=True)
         if rng.random() < self.settings.correction_prob:
             simulate_corrections(model, batch, rng, self.settings.correction_rounds)
-        loss = batch_loss(model, batch, self.refine)
+        loss = batch_loss(model, batch, self.refine, self.settings.coarse_weight)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -1,0 +1,71 @@
+"""Which learner settings pay off in a simulated session (``napari-iog evaluate --learn``'s), at
+a fixed number of training steps per committed object (not wall clock, so runs compare).
+
+    python3 benchmarks/learn_settings.py --dataset cvppp --settings "lr=1e-4,coarse_weight=1" \\
+        "lr=3e-4,coarse_weight=0.1" [--objects 50] [--warmup 30] [--steps 6] [--commit true] [--out FILE]
+
+Each setting is ``LearnSettings`` fields, ``name=value`` separated by commas; the rest at their
+defaults. The same objects (the held-out part of ``--dataset``, in file order) are annotated by
+the simulated user with and without learning; printed and written: mIoU@3 and NoC@90 of the
+objects after ``--warmup``, with and without, per setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from napari_iog import zoo
+from napari_iog.cli_evaluate import _evaluation_instances
+from napari_iog.learning import LearnSettings, simulate
+from napari_iog.models import load_model
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def settings_of(text: str) -> LearnSettings:
+    types = {f.name: type(f.default) for f in fields(LearnSettings)}
+    values = {}
+    for item in filter(None, text.split(",")):
+        name, _, value = item.partition("=")
+        if name not in types:
+            raise SystemExit(f"not a LearnSettings field: {name!r}")
+        values[name] = types[name](value)
+    return LearnSettings(**values)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="cvppp")
+    parser.add_argument("--settings", nargs="+", default=["lr=1e-4,coarse_weight=1", "lr=3e-4,coarse_weight=0.1"])
+    parser.add_argument("--objects", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--commit", choices=("shown", "true"), default="true")
+    parser.add_argument("--data-root", type=Path, default=DATA)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    instances = _evaluation_instances(args.dataset, str(args.data_root))[:args.objects]
+    results = {"dataset": args.dataset, "objects": len(instances), "warmup": args.warmup, "steps": args.steps,
+               "commit": args.commit, "date": time.strftime("%Y-%m-%d"), "settings": {}}
+    for text in args.settings:
+        started = time.perf_counter()
+        result = simulate(load_model(zoo.resolve(zoo.DEFAULT_MODEL)), instances, settings_of(text),
+                          learn_steps=args.steps, warmup=args.warmup, commit=args.commit)
+        after = result["after_warmup"]
+        results["settings"][text] = {**after, "swaps": result.get("swaps"),
+                                     "seconds": round(time.perf_counter() - started)}
+        print(text, results["settings"][text], flush=True)
+    out = args.out or Path(__file__).parent / "results" / f"learn-settings-{args.dataset}.json"
+    out.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
