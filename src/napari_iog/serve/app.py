@@ -96,9 +96,7 @@ def make_app(predictor, token: str | None, limits: Limits | None = None, batchin
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError):
-        # where and why, never the values sent (a NaN there could not even be written as JSON)
-        where = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in error.errors()[:10])
-        return JSONResponse({"detail": f"malformed request: {where}"}, 422)
+        return JSONResponse({"detail": f"malformed request: {_where(error.errors())}"}, 422)
 
     @app.middleware("http")
     async def limit_size(request: Request, call_next):
@@ -174,8 +172,7 @@ def make_app(predictor, token: str | None, limits: Limits | None = None, batchin
         try:
             item = NpyPrompt.model_validate_json(prompt)
         except ValidationError as err:
-            where = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in err.errors()[:10])
-            raise HTTPException(422, f"malformed prompt: {where}") from err
+            raise HTTPException(422, f"malformed prompt: {_where(err.errors())}") from err
         crop = _checked_crop(_decoded(from_npy_bytes, await _body(request, limits.max_body_bytes), "the body"),
                              limits, "the body")
         answer = await run_in_threadpool(run, [item], item.threshold, item.probability, item.model_version, [crop])
@@ -185,6 +182,12 @@ def make_app(predictor, token: str | None, limits: Limits | None = None, batchin
     add_learning_routes(app, learning, authorised, limits, _crop_of)
     app.state.batcher, app.state.learning = batcher, learning
     return app
+
+
+def _where(errors) -> str:
+    """Where a request is malformed and why, never the values sent (a NaN could not even be
+    written as JSON)."""
+    return "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in errors[:10])
 
 
 def _crop_of(text: str, limits: Limits, what: str) -> np.ndarray:
