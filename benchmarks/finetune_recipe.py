@@ -56,14 +56,15 @@ def score(model, instances) -> dict:
             "worse": round(summary["worse_corrections"], 3)}
 
 
-def recipe(text: str) -> dict:
-    """``"lr=1e-3,coarse_weight=0.1"`` as TrainConfig fields of their types."""
-    types = {f.name: _kind(f.type) for f in fields(TrainConfig)}
+def recipe(text: str, of=TrainConfig, fixed=("out", "steps", "batch_size")) -> dict:
+    """``"lr=1e-3,coarse_weight=0.1"`` as fields of the dataclass ``of``, of their types (the
+    ``fixed`` ones are the benchmark's to set)."""
+    types = {f.name: _kind(f.type) for f in fields(of)}
     settings = {}
     for item in filter(None, text.split(",")):
         name, _, value = item.partition("=")
-        if name not in types or name in ("out", "steps", "batch_size"):
-            raise SystemExit(f"not a recipe setting: {name!r}")
+        if name not in types or name in fixed:
+            raise SystemExit(f"not a setting here: {name!r}")
         kind = types[name]
         settings[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
     return settings

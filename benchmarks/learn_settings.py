@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -25,18 +25,10 @@ from napari_iog.cli_evaluate import _evaluation_instances
 from napari_iog.learning import LearnSettings, simulate
 from napari_iog.models import load_model
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from finetune_recipe import recipe  # noqa: E402
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def settings_of(text: str) -> LearnSettings:
-    types = {f.name: type(f.default) for f in fields(LearnSettings)}
-    values = {}
-    for item in filter(None, text.split(",")):
-        name, _, value = item.partition("=")
-        if name not in types:
-            raise SystemExit(f"not a LearnSettings field: {name!r}")
-        values[name] = types[name](value)
-    return LearnSettings(**values)
 
 
 def main(argv=None) -> int:
@@ -56,7 +48,8 @@ def main(argv=None) -> int:
                "commit": args.commit, "date": time.strftime("%Y-%m-%d"), "settings": {}}
     for text in args.settings:
         started = time.perf_counter()
-        result = simulate(load_model(zoo.resolve(zoo.DEFAULT_MODEL)), instances, settings_of(text),
+        settings = LearnSettings(**recipe(text, LearnSettings, fixed=()))
+        result = simulate(load_model(zoo.resolve(zoo.DEFAULT_MODEL)), instances, settings,
                           learn_steps=args.steps, warmup=args.warmup, commit=args.commit)
         after = result["after_warmup"]
         results["settings"][text] = {**after, "swaps": result.get("swaps"),

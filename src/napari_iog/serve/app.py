@@ -48,39 +48,37 @@ class Limits:
     max_objects: int = 64                   # objects of one request
 
 
-class ObjectRequest(BaseModel):
-    crop: str = Field(description="the crop, RGB uint8 (rows, cols, 3), as a zlib-compressed .npy in base64")
+class Clicks(BaseModel):
     corners: list[Point] = Field(description="two opposite corners of the box (row, col) in the crop")
     inside: list[Point] = Field(description="the inside click(s)")
     positive: list[Point] = Field(default_factory=list)
     negative: list[Point] = Field(default_factory=list)
 
 
-class NpyPrompt(BaseModel):
-    """The clicks (JSON) of the object whose crop is the body (``/predict_npy``)."""
+class ObjectRequest(Clicks):
+    crop: str = Field(description="the crop, RGB uint8 (rows, cols, 3), as a zlib-compressed .npy in base64")
 
-    corners: list[Point]
-    inside: list[Point]
-    positive: list[Point] = Field(default_factory=list)
-    negative: list[Point] = Field(default_factory=list)
-    threshold: float | None = Field(default=None, gt=0, lt=1)
-    probability: bool = False
-    model_version: int | None = Field(default=None, ge=0)
+
+class AnswerOptions(BaseModel):
+    threshold: float | None = Field(default=None, gt=0, lt=1, description="default: the model's")
+    probability: bool = Field(default=False, description="also answer the probability (float16), not the mask only")
+    model_version: int | None = Field(default=None, ge=0, description="answer with this version of a learning "
+                                      "server's model while it is kept (an object's corrections name the version "
+                                      "that answered its first clicks); default: the newest")
+
+
+class ManyRequest(AnswerOptions):
+    objects: list[ObjectRequest]
+
+
+class NpyPrompt(Clicks, AnswerOptions):
+    """The clicks (JSON) of the object whose crop is the body (``/predict_npy``)."""
 
 
 #: /predict_npy's body in the OpenAPI schema
 NPY_BODY = {"requestBody": {
     "required": True, "description": "the crop, RGB uint8 (rows, cols, 3), as .npy bytes",
     "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
-
-
-class ManyRequest(BaseModel):
-    objects: list[ObjectRequest]
-    threshold: float | None = Field(default=None, gt=0, lt=1, description="default: the model's")
-    probability: bool = Field(default=False, description="also answer the probability (float16), not the mask only")
-    model_version: int | None = Field(default=None, ge=0, description="answer with this version of a learning "
-                                      "server's model while it is kept (an object's corrections name the version "
-                                      "that answered its first clicks); default: the newest")
 
 
 def make_app(predictor, token: str | None, limits: Limits | None = None, batching: bool = True,
@@ -173,8 +171,8 @@ def make_app(predictor, token: str | None, limits: Limits | None = None, batchin
             item = NpyPrompt.model_validate_json(prompt)
         except ValidationError as err:
             raise HTTPException(422, f"malformed prompt: {_where(err.errors())}") from err
-        crop = _checked_crop(_decoded(from_npy_bytes, await _body(request, limits.max_body_bytes), "the body"),
-                             limits, "the body")
+        body = await _body(request, limits.max_body_bytes)
+        crop = _checked_crop(lambda: from_npy_bytes(body), limits, "the body")
         answer = await run_in_threadpool(run, [item], item.threshold, item.probability, item.model_version, [crop])
         return {**answer["objects"][0], "seconds": answer["seconds"], "model_version": answer["model_version"],
                 "server": SERVER_ID}
@@ -193,14 +191,7 @@ def _where(errors) -> str:
 def _crop_of(text: str, limits: Limits, what: str) -> np.ndarray:
     """The RGB uint8 array of a request's ``text`` (``what`` names it in the answer's reason)."""
     side = limits.max_crop_side
-    return _checked_crop(_decoded(lambda t: decode_array(t, side * side * 3 + 1024), text, what), limits, what)
-
-
-def _decoded(decode, data, what: str) -> np.ndarray:
-    try:
-        return decode(data)
-    except BadArray as err:
-        raise HTTPException(422, f"{what} is {err}") from err
+    return _checked_crop(lambda: decode_array(text, side * side * 3 + 1024), limits, what)
 
 
 async def _body(request: Request, max_bytes: int) -> bytes:
@@ -214,7 +205,13 @@ async def _body(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def _checked_crop(crop: np.ndarray, limits: Limits, what: str) -> np.ndarray:
+def _checked_crop(decode, limits: Limits, what: str) -> np.ndarray:
+    """``decode()``'s array, refused with a 422 that names ``what`` unless it is an RGB uint8 crop
+    within the limits."""
+    try:
+        crop = decode()
+    except BadArray as err:
+        raise HTTPException(422, f"{what} is {err}") from err
     side = limits.max_crop_side
     if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
         raise HTTPException(422, f"{what} must be RGB uint8 (rows, cols, 3), not {crop.dtype} {crop.shape}")

@@ -18,8 +18,8 @@ from ..zoo import DEFAULT_MODEL as DEFAULT_BASE
 OPTIMIZERS = ("adamw", "sgd")
 DEFAULT_LR = {"adamw": 1e-4, "sgd": 1e-8}     # sgd: the published value, for the summed loss
 #: fine-tuning trained weights (docs/benchmarks.md, "Fine-tuning the default on one domain"): AdamW at
-#: 3e-4 with the coarse outputs weighed 0.1 needed fewer clicks than 1e-4 with the published loss on
-#: ssTEM and CVPPP, and more than 1e-3 did
+#: 3e-4 with the coarse outputs weighed 0.1 needed fewer clicks on ssTEM and CVPPP than 1e-4 or
+#: 1e-3 with the published loss
 FINETUNE_LR = {"adamw": 3e-4, "sgd": 1e-8}
 FINETUNE_COARSE_WEIGHT = 0.1
 DEFAULT_WEIGHT_DECAY = {"adamw": 1e-2, "sgd": 5e-4}
