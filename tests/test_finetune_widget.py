@@ -113,13 +113,15 @@ def test_nothing_to_train_on_is_refused_at_once(make_napari_viewer, tiny_model, 
 
 
 def test_the_learning_rate_is_the_measured_default_unless_given(make_napari_viewer, tiny_model, tmp_path,
-                                                                monkeypatch):
+                                                                monkeypatch, qtbot):
+    from qtpy.QtCore import Qt
+
     from napari_iog._napari import finetune_widget
 
     said = []
     monkeypatch.setattr(finetune_widget, "show_error", said.append)
-    viewer = make_napari_viewer()
-    widget = FineTuneWidget(viewer)
+    viewer = make_napari_viewer(show=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-iog", "IOG fine-tune")
     assert widget.lr.value == "auto" and widget.config("napari-iog-default", tmp_path / "a.pt").lr is None
     widget.lr.value = " 5e-4 "
     assert widget.config("napari-iog-default", tmp_path / "a.pt").lr == 5e-4
@@ -128,8 +130,9 @@ def test_the_learning_rate_is_the_measured_default_unless_given(make_napari_view
     for bad in ("fast", "-1e-3"):
         configure(widget, tiny_model, tmp_path / "x.pt", steps=2)
         widget.lr.value = bad
-        widget.start()                                  # refused with a message, nothing started
-        assert widget.process is None and widget._tmp is None and "learning rate" in said[-1]
+        said.clear()
+        qtbot.mouseClick(widget.start_button.native, Qt.MouseButton.LeftButton)    # refused, nothing started
+        assert said and widget.process is None and widget._tmp is None and "learning rate" in said[-1]
 
 
 def test_a_worse_model_is_said_so_and_not_pushed(make_napari_viewer, tiny_model, tmp_path):
