@@ -43,6 +43,21 @@ def test_gaussian_map_matches_the_published_formula():
     assert g[100, 200] == 1.0 and g[100, 205] == pytest.approx(0.5)  # sigma is the FWHM
 
 
+@settings(max_examples=80, deadline=None)
+@given(points=st.lists(st.tuples(st.floats(-300, 800), st.floats(-300, 800)), max_size=6),
+       sigma=st.sampled_from([3.0, 10.0, 25.0]), size=st.sampled_from([64, 512]))
+def test_gaussian_map_is_exactly_the_whole_grid_computation(points, sigma, size):
+    """Only the window around each point is computed; every value is the one the whole grid gives."""
+    grid = np.arange(size, dtype=np.float64)
+    k = 4.0 * np.log(2.0) / sigma**2
+    expected = np.zeros((size, size), np.float32)
+    for r, c in points:
+        np.maximum(expected, np.outer(np.exp(-k * (grid - r) ** 2), np.exp(-k * (grid - c) ** 2)).astype(np.float32),
+                   out=expected)
+    got = G.gaussian_map(np.array(points, np.float64).reshape(-1, 2), size, sigma)
+    assert got.dtype == np.float32 and np.array_equal(got, expected)
+
+
 def test_guidance_maps_are_scaled_together():
     maps = G.guidance_maps(np.array([[10.0, 10.0]]), np.array([[500.0, 500.0], [0.0, 511.0]]))
     assert maps.shape == (2, 512, 512) and maps.dtype == np.float32

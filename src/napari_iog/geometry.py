@@ -196,9 +196,22 @@ def gaussian_map(points: np.ndarray, size: int = FRAME, sigma: float = SIGMA) ->
     k = 4.0 * math.log(2.0) / sigma**2
     for r, c in np.asarray(points, dtype=np.float64).reshape(-1, 2):
         # separable: exp(-k (dr^2 + dc^2)) = exp(-k dr^2) * exp(-k dc^2)
-        g = np.outer(np.exp(-k * (grid - r) ** 2), np.exp(-k * (grid - c) ** 2)).astype(np.float32)
-        np.maximum(out, g, out=out)
+        rows, cols = np.exp(-k * (grid - r) ** 2), np.exp(-k * (grid - c) ** 2)
+        # Where either factor is below 2**-150 the product rounds to 0 in float32 and cannot
+        # raise the max: only the window around the point is computed (the same values, ~17x less
+        # work at sigma 10, and a click's maps are drawn at every click and training sample).
+        r0, r1 = _nonzero_span(rows)
+        c0, c1 = _nonzero_span(cols)
+        if r1 > r0 and c1 > c0:
+            window = out[r0:r1, c0:c1]
+            np.maximum(window, np.outer(rows[r0:r1], cols[c0:c1]).astype(np.float32), out=window)
     return out
+
+
+def _nonzero_span(factor: np.ndarray) -> tuple[int, int]:
+    """The range of a Gaussian's 1-D factor that can survive in a float32 product."""
+    kept = np.flatnonzero(factor >= 2.0 ** -150)
+    return (int(kept[0]), int(kept[-1]) + 1) if len(kept) else (0, 0)
 
 
 def guidance_maps(inside: np.ndarray, outside: np.ndarray, size: int = FRAME,
