@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import platform
 import random
 import socket
@@ -31,13 +32,24 @@ TOKEN = "load-test-token-" + "x" * 16
 def serve(port: int, batching: bool, device: str, ready) -> None:
     import uvicorn
 
-    from napari_iog import IOGPredictor
     from napari_iog.serve import make_app
+    from napari_iog.serve.main import serving_predictor
 
-    app = make_app(IOGPredictor(device=device), TOKEN, batching=batching)
+    # without batching one object at a time, on all the cores
+    predictor, passes = serving_predictor(None, device, lanes=None if batching else 1)
+    app = make_app(predictor, TOKEN, batching=batching, **passes)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     threading.Thread(target=lambda: (time.sleep(1), ready.set()), daemon=True).start()
     server.run()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(batching: bool, args) -> dict:
@@ -76,20 +88,25 @@ def run(batching: bool, args) -> dict:
             except OSError:
                 failures += 1
 
-    began = time.monotonic()
+    began, clients_cpu, server_cpu = time.monotonic(), time.process_time(), cpu_seconds(process.pid)
     threads = [threading.Thread(target=user, args=(i,)) for i in range(args.users)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = time.monotonic() - began
+    clients_cpu, server_cpu = time.process_time() - clients_cpu, cpu_seconds(process.pid) - server_cpu
     process.terminate()
     process.join(10)
     waits.sort()
     return {"batching": batching, "clicks": len(waits), "failed": failures,
             "clicks_per_s": round(len(waits) / elapsed, 1),
             "p50_ms": round(1000 * statistics.median(waits), 1) if waits else None,
-            "p95_ms": round(1000 * waits[int(0.95 * (len(waits) - 1))], 1) if waits else None}
+            "p95_ms": round(1000 * waits[int(0.95 * (len(waits) - 1))], 1) if waits else None,
+            # where the cores went: CPU milliseconds a click in the server and in the twenty clients
+            "server_cpu_ms_per_click": round(1000 * server_cpu / max(len(waits), 1), 1),
+            "clients_cpu_ms_per_click": round(1000 * clients_cpu / max(len(waits), 1), 1),
+            "cores_busy": round((server_cpu + clients_cpu) / elapsed, 2)}
 
 
 def main(argv=None) -> int:

@@ -293,6 +293,50 @@ def test_a_lone_click_does_not_wait_for_company(local):
         server.stop()
 
 
+def test_on_a_cpu_two_lanes_run_two_clicks_at_once(local, monkeypatch):
+    """Two annotators click together on a two-lane server: both forward passes run at the same
+    time (each waits until the other has started; one lane would hold the second back), and each
+    gets the mask a request alone gets."""
+    image, _ = synthetic_scene()
+    server = Server(make_app(local, TOKEN, lanes=2, max_batch=1))
+    forward, both_running = local._forward, threading.Barrier(2, timeout=60)
+
+    def held_forward(*args):
+        both_running.wait()
+        return forward(*args)
+
+    monkeypatch.setattr(local, "_forward", held_forward, raising=False)
+    try:
+        clients = [RemotePredictor(server.url, token=TOKEN, probability=True, timeout=90) for _ in range(2)]
+        results = [None] * 2
+
+        def click(i):
+            results[i] = clients[i].predict(image, corners=CORNERS, inside=INSIDE, positive=[(100 + i, 150)])
+
+        threads = [threading.Thread(target=click, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+        assert not both_running.broken and all(r is not None for r in results)
+        assert server.server.config.app.state.batcher.batches == [1, 1]
+        monkeypatch.undo()
+        for i, result in enumerate(results):
+            alone = local.predict(image, corners=CORNERS, inside=INSIDE, positive=[(100 + i, 150)])
+            assert np.abs(result.probability - alone.probability).max() < 2e-3
+    finally:
+        both_running.abort()
+        server.stop()
+
+
+@pytest.mark.parametrize("cores, lanes, expected", [(2, None, (2, 1)), (16, None, (4, 4)), (2, 1, (1, 2)),
+                                                    (1, None, (1, 1)), (8, 3, (3, 2))])
+def test_a_cpu_server_runs_a_lane_a_core_at_most_four(cores, lanes, expected):
+    from napari_iog.serve.batching import cpu_parallelism
+
+    assert cpu_parallelism(lanes, cores) == expected
+
+
 def test_a_thousand_fuzzed_requests_get_answers_and_never_crash_the_server(server):
     """Bad shapes, types, sizes, encodings and clicks, 1,000 of them (bounded, loopback only):
     each gets a 4xx (or a 200 when it happens to be valid), none a 5xx, and the server answers

@@ -82,14 +82,16 @@ NPY_BODY = {"requestBody": {
 
 
 def make_app(predictor, token: str | None, limits: Limits | None = None, batching: bool = True,
-             learning: ServerLearning | None = None) -> FastAPI:
+             learning: ServerLearning | None = None, lanes: int = 1, max_batch: int = 16) -> FastAPI:
     """The app serving ``predictor``; ``token`` None serves without one (never by default).
-    ``batching``: objects of requests that arrive together share a forward pass (``Batcher``).
+    ``batching``: objects of requests that arrive together share a forward pass (``Batcher``), up
+    to ``max_batch`` objects, with ``lanes`` passes at once (``main.serving_predictor`` chooses
+    both for the device); without it, one object at a time.
     ``learning``: the server's learner over ``predictor`` (``napari-iog serve --learn``)."""
     limits = limits or Limits()
     lock = threading.Lock()         # one network call at a time on a predictor
     models = learning.models if learning is not None else ModelVersions(predictor)
-    batcher = Batcher(predictor) if batching and not predictor.is_refine else None
+    batcher = Batcher(predictor, max_batch, lanes=lanes) if batching and not predictor.is_refine else None
     app = FastAPI(title="napari-iog", description="IOG segmentation from clicks, for napari-iog's annotator")
 
     @app.exception_handler(RequestValidationError)
@@ -121,7 +123,8 @@ def make_app(predictor, token: str | None, limits: Limits | None = None, batchin
         return {"arch": p.arch, "card": {k: v for k, v in (p.card or {}).items() if k in ("name", "base", "steps")},
                 "device": str(p.device), "precision": p.precision, "backend": getattr(p, "backend", "torch"),
                 "threshold": p.threshold, "dextr": p.is_dextr, "limits": asdict(limits),
-                "learning": learning is not None, "model_version": version, "predict_npy": True}
+                "learning": learning is not None, "model_version": version, "predict_npy": True,
+                "lanes": lanes if batcher is not None else 1}
 
     def run(objects: list[ObjectRequest], threshold: float | None = None, probability: bool = False,
             version: int | None = None, crops: list[np.ndarray] | None = None) -> dict:

@@ -17,10 +17,11 @@ def replica_application(model: str | None, device: str, token: str | None, repli
     from ray import serve
 
     def build_app():
-        from ..predictor import IOGPredictor
         from .app import make_app
+        from .main import serving_predictor
 
-        return make_app(IOGPredictor(model, device=device), token)
+        predictor, passes = serving_predictor(model, device)
+        return make_app(predictor, token, **passes)
 
     ingress = serve.ingress(build_app)(type("IOGReplica", (), {"__doc__": "one napari-iog predictor"}))
     options = {"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica}
