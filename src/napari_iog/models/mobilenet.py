@@ -16,6 +16,7 @@ upsampling at every level, as the four strides differ) and FineNet, at widths ch
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
@@ -181,6 +182,21 @@ class IOGMobileNetwork(nn.Module):
         """The size the network runs at for an input of ``size`` (the 512 frame -> input_size)."""
         ratio = self.config.input_size / FRAME
         return tuple(max(32, int(round(s * ratio / 32)) * 32) for s in size)
+
+    @property
+    def correction_clicks_from(self) -> int | None:
+        """The first input channel of the correction clicks' disks (after the first mask), or None."""
+        return self.config.in_channels + 1 if self.correction_head is not None else None
+
+    def without_correction_head(self) -> IOGMobileNetwork | None:
+        """For a graph that cannot skip the correction head per input (ONNX): a copy without it,
+        which answers as this network wherever no correction click is drawn (the head adds exactly
+        zero there); None for a network without a head."""
+        if self.correction_head is None:
+            return None
+        first_clicks = copy.deepcopy(self)
+        first_clicks.correction_head = None
+        return first_clicks
 
     def forward(self, x: torch.Tensor, return_coarse: bool = False):
         if x.ndim != 4 or x.shape[1] != self.config.input_channels:
