@@ -337,6 +337,19 @@ def test_a_cpu_server_runs_a_lane_a_core_at_most_four(cores, lanes, expected):
     assert cpu_parallelism(lanes, cores) == expected
 
 
+def test_a_cpu_server_gives_its_lanes_their_share_of_the_threads(monkeypatch):
+    import torch
+
+    from napari_iog.serve.main import serving_predictor
+
+    network = calibrate(build_model("iog-resnet18", {"psp_channels": 32, "head_channels": 16}, seed=3))
+    threads = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)     # this test process keeps its own
+    predictor, passes = serving_predictor(network, "cpu", cores=2)
+    assert passes == {"lanes": 2, "max_batch": 1} and threads == [1] and predictor.device.type == "cpu"
+    assert serving_predictor(network, "cpu", lanes=1, cores=2)[1] == {"lanes": 1, "max_batch": 1} and threads[-1] == 2
+
+
 def test_a_thousand_fuzzed_requests_get_answers_and_never_crash_the_server(server):
     """Bad shapes, types, sizes, encodings and clicks, 1,000 of them (bounded, loopback only):
     each gets a 4xx (or a 200 when it happens to be valid), none a 5xx, and the server answers

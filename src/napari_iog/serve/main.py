@@ -9,11 +9,13 @@ from typing import Any
 from ..remote import TOKEN_ENV
 
 
-def serving_predictor(model: str | None, device: str, lanes: int | None = None) -> tuple[Any, dict]:
+def serving_predictor(model: str | None, device: str, lanes: int | None = None,
+                      cores: int | None = None) -> tuple[Any, dict]:
     """The server's predictor, and how its app runs passes (``make_app``'s ``lanes``, ``max_batch``):
     on a GPU one lane batches what arrives together; on a CPU ``lanes`` passes run at once, each
     on its share of the cores and one object each (``batching.cpu_parallelism``). Threads are set
-    before the app starts its lanes, which take this thread count."""
+    before the app starts its lanes, which take this thread count. ``cores``: the cores this server
+    may use (default: all this process may run on)."""
     import torch
 
     from ..predictor import IOGPredictor
@@ -22,7 +24,7 @@ def serving_predictor(model: str | None, device: str, lanes: int | None = None) 
     predictor = IOGPredictor(model, device=device)
     if predictor.device.type != "cpu":
         return predictor, {"lanes": 1, "max_batch": 16}
-    lanes, threads = cpu_parallelism(lanes)
+    lanes, threads = cpu_parallelism(lanes, cores)
     torch.set_num_threads(threads)
     if predictor.backend == "onnxruntime":
         predictor.model = predictor.model.with_threads(threads)

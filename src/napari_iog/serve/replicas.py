@@ -20,7 +20,8 @@ def replica_application(model: str | None, device: str, token: str | None, repli
         from .app import make_app
         from .main import serving_predictor
 
-        predictor, passes = serving_predictor(model, device)
+        # a CPU replica's lanes share the cores Ray gives it, not the whole machine
+        predictor, passes = serving_predictor(model, device, cores=max(1, round(cpus_per_replica)))
         return make_app(predictor, token, **passes)
 
     ingress = serve.ingress(build_app)(type("IOGReplica", (), {"__doc__": "one napari-iog predictor"}))
