@@ -33,7 +33,7 @@ CACHE_ENV = "NAPARI_IOG_CACHE"
 CHECKSUMS_FILE = "checksums.json"   # sha256 recorded the first time a file is verified
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = "napari-iog-default"
-DEFAULT_SHA256 = "150a7da2f35661d52db2e8616472117f517737d4f0a47c5c3e8541fad2f0e597"
+DEFAULT_SHA256 = "e9607f1004c43a8d9f98a685deca6df398e09da48ff6b00085fb0c4ccd3cc094"
 #: Google Drive's download endpoint; a large file first answers with a page whose form confirms
 #: the download (Drive cannot scan it for viruses), which :func:`_download_drive` submits.
 DRIVE_DOWNLOAD_URL = "https://drive.google.com/uc"
