@@ -240,6 +240,28 @@ def test_the_annotator_uses_a_server_says_when_it_is_down_and_goes_on_when_it_is
     back.stop()
 
 
+def clicks_at_once(server, image, n):
+    """``n`` annotators click the same object at once, each with a positive click of its own: their
+    threads (started) and the list their predictions land in."""
+    clients = [RemotePredictor(server.url, token=TOKEN, probability=True, timeout=90) for _ in range(n)]
+    results = [None] * n
+
+    def click(i):
+        results[i] = clients[i].predict(image, corners=CORNERS, inside=INSIDE, positive=[(100 + i, 150)])
+
+    threads = [threading.Thread(target=click, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    return threads, results
+
+
+def assert_each_as_alone(local, image, results):
+    """Each of :func:`clicks_at_once`'s answers is what the local predictor gives that click alone."""
+    for i, result in enumerate(results):
+        alone = local.predict(image, corners=CORNERS, inside=INSIDE, positive=[(100 + i, 150)])
+        assert np.abs(result.probability - alone.probability).max() < 2e-3
+
+
 def test_requests_arriving_together_share_a_forward_pass(local, monkeypatch):
     """Eight annotators click at once: the clicks that arrive while a forward pass runs share the
     next one (the first pass is held until all the others are queued, so a fast or a busy machine
@@ -250,15 +272,7 @@ def test_requests_arriving_together_share_a_forward_pass(local, monkeypatch):
     monkeypatch.setattr(local, "_forward", lambda *args: (gate.wait(60), forward(*args))[1], raising=False)
     try:
         batcher = server.server.config.app.state.batcher
-        clients = [RemotePredictor(server.url, token=TOKEN, probability=True) for _ in range(8)]
-        results = [None] * 8
-
-        def click(i):
-            results[i] = clients[i].predict(image, corners=CORNERS, inside=INSIDE, positive=[(100 + i, 150)])
-
-        threads = [threading.Thread(target=click, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
+        threads, results = clicks_at_once(server, image, 8)
         waited = 0          # the held pass took the first one (or those that came within its window)
         while (not batcher.batches or batcher.jobs.qsize() < 8 - batcher.batches[0]) and waited < 600:
             threading.Event().wait(0.1)
@@ -270,9 +284,7 @@ def test_requests_arriving_together_share_a_forward_pass(local, monkeypatch):
         assert all(r is not None for r in results), (queued, batcher.batches)
         assert sum(batcher.batches) == 8 and len(batcher.batches) <= 2 and max(batcher.batches) > 1
         monkeypatch.undo()
-        for i, result in enumerate(results):
-            alone = local.predict(image, corners=CORNERS, inside=INSIDE, positive=[(100 + i, 150)])
-            assert np.abs(result.probability - alone.probability).max() < 2e-3
+        assert_each_as_alone(local, image, results)
     finally:
         gate.set()
         server.stop()
@@ -307,23 +319,13 @@ def test_on_a_cpu_two_lanes_run_two_clicks_at_once(local, monkeypatch):
 
     monkeypatch.setattr(local, "_forward", held_forward, raising=False)
     try:
-        clients = [RemotePredictor(server.url, token=TOKEN, probability=True, timeout=90) for _ in range(2)]
-        results = [None] * 2
-
-        def click(i):
-            results[i] = clients[i].predict(image, corners=CORNERS, inside=INSIDE, positive=[(100 + i, 150)])
-
-        threads = [threading.Thread(target=click, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
+        threads, results = clicks_at_once(server, image, 2)
         for t in threads:
             t.join(90)
         assert not both_running.broken and all(r is not None for r in results)
         assert server.server.config.app.state.batcher.batches == [1, 1]
         monkeypatch.undo()
-        for i, result in enumerate(results):
-            alone = local.predict(image, corners=CORNERS, inside=INSIDE, positive=[(100 + i, 150)])
-            assert np.abs(result.probability - alone.probability).max() < 2e-3
+        assert_each_as_alone(local, image, results)
     finally:
         both_running.abort()
         server.stop()

@@ -142,12 +142,11 @@ def onnx_runtime_network(model: nn.Module, example: torch.Tensor, cache: Path,
     if missing:
         raise BackendUnavailable(f"the ONNX Runtime backend needs {', '.join(missing)} "
                                  "(pip install \"napari-iog[fast]\")")
-    headless = model.without_correction_head() if hasattr(model, "without_correction_head") else None
-    if headless is None:
-        return _exported_network(model, example, Path(cache), threads)
     network = _exported_network(model, example, Path(cache), threads)
-    network.first_clicks = _exported_network(headless, example, Path(cache), threads)
-    network.clicks_from = model.correction_clicks_from
+    headless = model.without_correction_head() if hasattr(model, "without_correction_head") else None
+    if headless is not None:
+        network.first_clicks = _exported_network(headless, example, Path(cache), threads)
+        network.clicks_from = model.correction_clicks_from
     return network
 
 
