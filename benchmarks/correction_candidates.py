@@ -69,6 +69,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data-root", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--latency", action="store_true", help="time clicks on GrabCut instead (see above)")
+    parser.add_argument("--precision", default="float32", choices=("float32", "int8"),
+                        help="float32 torch (the protocol), or int8 (the quantized network on ONNX Runtime)")
     parser.add_argument("--cleaned", action="store_true",
                         help="score the cleaned mask the annotator writes (clicks enforced), not the raw output")
     args = parser.parse_args(argv)
@@ -89,14 +91,16 @@ def main(argv=None) -> int:
             except FileNotFoundError as err:
                 print(f"skip {name}: {err}", file=sys.stderr)
                 continue
-            predictor = IOGPredictor(model, device="cpu", precision="float32", backend="torch", warmup=False)
+            predictor = IOGPredictor(model, device="cpu", precision=args.precision,
+                                     backend="torch" if args.precision == "float32" else None, warmup=False)
             method = E.IOGMethod(predictor, name=model, postprocess=args.cleaned)
             summary = E.evaluate(method, objects, max_clicks=20)["summary"]
             results[model][name] = {"objects": summary["objects"], **{k: summary[k] for k in KEPT}}
             print(f"{model} | {name} | " + " ".join(f"{k} {summary[k]:.3f}" for k in KEPT), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"max_clicks": 20, "cleaned": args.cleaned, "results": results}, indent=1))
+        args.out.write_text(json.dumps({"max_clicks": 20, "cleaned": args.cleaned, "precision": args.precision,
+                                         "results": results}, indent=1))
     return 0
 
 

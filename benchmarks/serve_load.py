@@ -29,14 +29,14 @@ from skimage import data
 TOKEN = "load-test-token-" + "x" * 16
 
 
-def serve(port: int, batching: bool, device: str, ready) -> None:
+def serve(port: int, batching: bool, device: str, precision: str, ready) -> None:
     import uvicorn
 
     from napari_iog.serve import make_app
     from napari_iog.serve.main import serving_predictor
 
     # without batching one object at a time, on all the cores
-    predictor, passes = serving_predictor(None, device, lanes=None if batching else 1)
+    predictor, passes = serving_predictor(None, device, lanes=None if batching else 1, precision=precision)
     app = make_app(predictor, TOKEN, batching=batching, **passes)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     threading.Thread(target=lambda: (time.sleep(1), ready.set()), daemon=True).start()
@@ -59,7 +59,8 @@ def run(batching: bool, args) -> dict:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ready = multiprocessing.Event()
-    process = multiprocessing.Process(target=serve, args=(port, batching, args.device, ready), daemon=True)
+    process = multiprocessing.Process(target=serve, args=(port, batching, args.device, args.precision, ready),
+                                      daemon=True)
     process.start()
     ready.wait(120)
     url = f"http://127.0.0.1:{port}"
@@ -115,6 +116,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--pause", type=float, default=0.6, help="mean seconds between one user's clicks")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto", help="the server's: auto, float32, int8 (CPU) ...")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serve-load.json")
     args = parser.parse_args(argv)
     rows = [run(batching, args) for batching in (True, False)]
@@ -122,6 +124,7 @@ def main(argv=None) -> int:
         print(row, flush=True)
     args.out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "users": args.users,
                                     "seconds": args.seconds, "pause_s": args.pause, "device": args.device,
+                                    "precision": args.precision,
                                     "results": rows}, indent=1))
     return 0
 

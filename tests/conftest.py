@@ -70,6 +70,38 @@ def calibrated_refine18():
     return calibrate(build_model("iog-refine-resnet18", seed=1))
 
 
+#: a small MobileNetV2 IOG (the default's architecture) for tests that export or train one
+SMALL_MOBILE = {"psp_channels": 16, "head_channels": 8, "input_size": 128}
+
+
+@pytest.fixture(scope="session")
+def corrections_network():
+    """Like the default: the small MobileNetV2 reading the corrections' maps, with a correction
+    head whose output weights do work."""
+    from napari_iog.models.mobilenet import with_correction_maps
+
+    torch.manual_seed(0)
+    wide = with_correction_maps(calibrate(build_model("iog-mobilenetv2", SMALL_MOBILE, seed=0)), head=True)
+    with torch.no_grad():
+        torch.nn.init.normal_(wide.correction_head.out.weight, std=0.5)
+    return wide
+
+
+@pytest.fixture(scope="session")
+def corrections_network_exports(corrections_network, tmp_path_factory):
+    """A cache folder holding ``corrections_network``'s two ONNX graphs (an export takes seconds:
+    the tests that need them copy this folder)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from napari_iog import zoo
+
+    cache = tmp_path_factory.mktemp("exports")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(zoo.CACHE_ENV, str(cache))
+        IOGPredictor(corrections_network, device="cpu", precision="float32", backend="onnxruntime", warmup=False)
+    return cache
+
+
 @pytest.fixture
 def scene():
     return synthetic_scene()

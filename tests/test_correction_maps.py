@@ -3,6 +3,7 @@ plain network changes nothing until it learns, the predictor feeds the maps (and
 object's first mask), training can teach those weights alone without touching first clicks."""
 
 import copy
+import shutil
 
 import numpy as np
 import pytest
@@ -149,16 +150,12 @@ def test_correction_maps_are_refused_where_they_cannot_be(tmp_path):
     assert not (tmp_path / "x.pt").exists()
 
 
-def test_onnx_runtime_keeps_the_correction_head_that_first_clicks_skip(small_mobile, tmp_path, monkeypatch):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
+def test_onnx_runtime_keeps_the_correction_head_that_first_clicks_skip(
+        small_mobile, corrections_network, corrections_network_exports, tmp_path, monkeypatch):
     from napari_iog import zoo
 
-    monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path / "cache"))
-    torch.manual_seed(0)
-    wide = with_correction_maps(small_mobile, head=True)
-    with torch.no_grad():
-        torch.nn.init.normal_(wide.correction_head.out.weight, std=0.5)
+    monkeypatch.setenv(zoo.CACHE_ENV, str(shutil.copytree(corrections_network_exports, tmp_path / "cache")))
+    wide = corrections_network
     image, _ = synthetic_scene()
     exact = IOGPredictor(wide, device="cpu", precision="float32", backend="torch", warmup=False)
     ort = IOGPredictor(wide, device="cpu", precision="float32", backend="onnxruntime", warmup=False)

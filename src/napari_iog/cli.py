@@ -107,7 +107,7 @@ def _annotate(args) -> int:
 def _serve(args) -> int:
     from .serve.main import serve
     return serve(args.model, args.device, args.host, args.port, args.token, args.no_token, args.learn,
-                 args.learn_seconds, args.lanes)
+                 args.learn_seconds, args.lanes, args.precision)
 
 
 SHARED_TRAINING_SETS = {"sstem": "sstem_vnc", "cvppp": "cvppp_a1", "bsds": "bsds500_test_regions"}
@@ -332,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--lanes", type=at_least(1), default=None,
                        help="on a CPU: forward passes at once, each on its share of the cores (default: one a "
                             "core, at most 4)")
+    serve.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16", "float16", "int8"),
+                       help="auto (as the annotator chooses), float32, bfloat16, float16, or int8 (CPU: the "
+                            "network quantized, about half the CPU a click, GrabCut mIoU@3 0.882 -> 0.879)")
     serve.add_argument("--learn-seconds", type=float, default=5.0,
                        help="training time each committed object adds (5 s by default)")
     serve.set_defaults(func=_serve)

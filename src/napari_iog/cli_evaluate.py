@@ -132,7 +132,7 @@ def add_evaluate_parser(sub) -> None:
     evaluate.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     evaluate.add_argument("--precision", default="auto",
                           help="auto (bf16 where the CPU or GPU is fast at it), float32 (the exact network), "
-                               "bfloat16 or float16")
+                               "bfloat16, float16, or int8 (CPU, ONNX Runtime: the network quantized)")
     evaluate.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"),
                           help="auto (on a CPU, ONNX Runtime where the warm-up finds it faster and agreeing), "
                                "torch, or onnxruntime (float32, CPU; needs napari-iog[fast])")

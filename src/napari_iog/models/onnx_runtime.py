@@ -24,6 +24,7 @@ import io
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -134,10 +135,12 @@ class OnnxRuntimeNetwork:
 
 
 def onnx_runtime_network(model: nn.Module, example: torch.Tensor, cache: Path,
-                         threads: int | None = None) -> OnnxRuntimeNetwork:
+                         threads: int | None = None, int8_inputs: Callable | None = None) -> OnnxRuntimeNetwork:
     """The network as an ONNX Runtime session: the cached export when there is one that loads,
     else a new export, written atomically (a killed start leaves no half file to load). A network
-    with a correction head gets a second graph without it, for first clicks."""
+    with a correction head gets a second graph without it, for first clicks. ``int8_inputs``: both
+    graphs quantized (:mod:`.int8`, also cached), calibrated on what
+    ``int8_inputs(channels, first_mask, corrections)`` gives (``int8_calibration.calibration_inputs``)."""
     missing = missing_packages()
     if missing:
         raise BackendUnavailable(f"the ONNX Runtime backend needs {', '.join(missing)} "
@@ -147,7 +150,26 @@ def onnx_runtime_network(model: nn.Module, example: torch.Tensor, cache: Path,
     if headless is not None:
         network.first_clicks = _exported_network(headless, example, Path(cache), threads)
         network.clicks_from = model.correction_clicks_from
-    return network
+    return network if int8_inputs is None else _quantized(network, example.shape[1], threads, int8_inputs)
+
+
+def _quantized(network: OnnxRuntimeNetwork, channels: int, threads: int | None,
+               inputs: Callable) -> OnnxRuntimeNetwork:
+    from . import int8
+
+    def probability(x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(network(x))
+
+    try:
+        first_clicks = None
+        if network.first_clicks is not None:
+            path = int8.quantize(network.first_clicks.path, lambda: inputs(channels, None, False))
+            first_clicks = OnnxRuntimeNetwork(path, threads)
+        path = int8.quantize(network.path, lambda: inputs(channels, probability, True))
+        return OnnxRuntimeNetwork(path, threads, first_clicks, network.clicks_from)
+    except Exception as err:     # onnx missing, a graph the quantizer refuses, an unwritable cache
+        raise BackendUnavailable(f"the int8 network could not be made from {network.path.name}: "
+                                 f"{type(err).__name__}: {err}") from err
 
 
 def _exported_network(model: nn.Module, example: torch.Tensor, cache: Path,

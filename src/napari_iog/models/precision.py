@@ -19,7 +19,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .heads import FineNet
 
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+#: "int8": a quantized ONNX Runtime network on the CPU (models/int8.py)
+PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8")
 #: the fast path is kept only if, on the warm-up object, its mask agrees with the exact one
 MIN_MASK_IOU = 0.98
 MAX_MEAN_ABS_DP = 0.02
@@ -38,6 +39,8 @@ def choose_precision(precision: str, device: torch.device, bf16_on_cpu: bool = T
     (see the network's ``bf16_on_cpu``) stays in float32 there."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(f"precision 'int8' runs on the CPU (ONNX Runtime), not on {device.type}")
     if precision != "auto":
         return precision
     if device.type == "cuda":
@@ -48,7 +51,7 @@ def choose_precision(precision: str, device: torch.device, bf16_on_cpu: bool = T
 
 
 def autocast(precision: str, device: torch.device):
-    if precision == "float32":
+    if precision not in ("bfloat16", "float16"):       # float32, and int8's torch copy before export
         return torch.autocast(device.type, enabled=False)
     dtype = torch.bfloat16 if precision == "bfloat16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)

@@ -10,18 +10,19 @@ from ..remote import TOKEN_ENV
 
 
 def serving_predictor(model: str | None, device: str, lanes: int | None = None,
-                      cores: int | None = None) -> tuple[Any, dict]:
+                      cores: int | None = None, precision: str = "auto") -> tuple[Any, dict]:
     """The server's predictor, and how its app runs passes (``make_app``'s ``lanes``, ``max_batch``):
     on a GPU one lane batches what arrives together; on a CPU ``lanes`` passes run at once, each
     on its share of the cores and one object each (``batching.cpu_parallelism``). Threads are set
     before the app starts its lanes, which take this thread count. ``cores``: the cores this server
-    may use (default: all this process may run on)."""
+    may use (default: all this process may run on). ``precision``: ``IOGPredictor``'s ("int8": the
+    quantized network, about half the CPU a click)."""
     import torch
 
     from ..predictor import IOGPredictor
     from .batching import cpu_parallelism
 
-    predictor = IOGPredictor(model, device=device)
+    predictor = IOGPredictor(model, device=device, precision=precision)
     if predictor.device.type != "cpu":
         return predictor, {"lanes": 1, "max_batch": 16}
     lanes, threads = cpu_parallelism(lanes, cores)
@@ -32,7 +33,8 @@ def serving_predictor(model: str | None, device: str, lanes: int | None = None,
 
 
 def serve(model: str | None, device: str, host: str, port: int, token: str | None = None,
-          no_token: bool = False, learn: bool = False, learn_seconds: float = 5.0, lanes: int | None = None) -> int:
+          no_token: bool = False, learn: bool = False, learn_seconds: float = 5.0, lanes: int | None = None,
+          precision: str = "auto") -> int:
     import uvicorn
 
     from ..learning.learner import LearnSettings
@@ -50,7 +52,7 @@ def serve(model: str | None, device: str, host: str, port: int, token: str | Non
         if made:
             print(f"napari-iog serve: the access token (shown once; kept in {token_path()}, readable by you "
                   f"only):\n  {token}\nclients: RemotePredictor(url, token=...) or ${TOKEN_ENV}", flush=True)
-    predictor, passes = serving_predictor(model, device, lanes)
+    predictor, passes = serving_predictor(model, device, lanes, precision=precision)
     print(f"napari-iog serve: {predictor.arch} on {predictor.device} ({predictor.precision}, {predictor.backend}, "
           f"{passes['lanes']} pass(es) at once) at http://{host}:{port}", flush=True)
     learning = ServerLearning(predictor, LearnSettings(seconds_per_object=learn_seconds)) if learn else None
