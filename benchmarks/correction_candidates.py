@@ -31,7 +31,8 @@ from napari_iog.training.sources import held_out_domain
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SETS = ("grabcut", "sstem", "cvppp", "dsb2018")
-KEPT = ("miou@3", "miou@5", "miou@10", "miou@20", "noc85", "noc90", "never90", "worse_corrections")
+KEPT = ("miou@3", "miou@5", "miou@10", "miou@20", "noc85", "noc90", "never90", "worse_corrections",
+        "clearly_worse_corrections")
 
 
 def instances(name: str, root: Path, objects: int):

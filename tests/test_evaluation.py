@@ -186,5 +186,10 @@ def test_the_summary_counts_objects_never_at_090_and_corrections_that_made_it_wo
     summary = E.summarize([reaches, stuck])
     assert summary["never90"] == 0.5
     assert summary["worse_corrections"] == pytest.approx(1 / (reaches["corrections"] + stuck["corrections"]))
+    assert summary["clearly_worse_corrections"] == summary["worse_corrections"]      # 0.5 -> 0.25 is no jitter
+    jitter = most.copy()
+    jitter[10, 10:12] = False                            # two pixels fewer: IoU 0.900 -> 0.895
+    wobbles = E.evaluate_instance(_Scripted([half, most, jitter, most]), instance, max_clicks=6)
+    assert wobbles["worse"] == 1 and E.summarize([wobbles])["clearly_worse_corrections"] == 0
     assert summary["miou@5"] == pytest.approx((0.9 + 0.5) / 2)
     assert "never90" in E.summary_table({"scripted": summary})

@@ -9,6 +9,10 @@ from typing import Any
 import numpy as np
 
 DEFAULT_MAX_CLICKS = 20
+#: a correction that lowered the IoU by more than this changed the mask visibly for the worse;
+#: the default's other "worse" corrections are mostly jitter of a mask already at 0.90 (GrabCut:
+#: 160 of 183, median 0.0025)
+CLEARLY_WORSE_BY = 0.01
 
 
 def iou(prediction: np.ndarray, truth: np.ndarray, ignore: np.ndarray | None = None) -> float:
@@ -29,12 +33,14 @@ def summarize(per_instance: Sequence[dict[str, Any]], first_click: int = 3) -> d
     curve = ious.mean(axis=0)
     corrections = sum(r.get("corrections", 0) for r in per_instance)
     worse = sum(r.get("worse", 0) for r in per_instance)
+    clearly_worse = int((np.diff(ious[:, first_click - 1:], axis=1) < -CLEARLY_WORSE_BY).sum())
     at = {f"miou@{k}": float(curve[k - 1]) if len(curve) >= k else None for k in (3, 5, 10, 20)}
     return {"objects": len(per_instance), "first_click": first_click,
             "miou_at": {k + 1: float(v) for k, v in enumerate(curve)}, **at,
             # objects whose IoU never reached 0.90 within the clicks, and corrections that lowered it
             "never90": float(np.mean(ious.max(axis=1) < 0.90)),
             "worse_corrections": worse / corrections if corrections else 0.0, "corrections": corrections,
+            "clearly_worse_corrections": clearly_worse / corrections if corrections else 0.0,
             "miou_first": float(curve[first_click - 1]) if len(curve) >= first_click else None,
             "noc85": float(np.mean([r["noc85"] for r in per_instance])),
             "noc90": float(np.mean([r["noc90"] for r in per_instance])),

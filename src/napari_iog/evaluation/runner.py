@@ -134,10 +134,12 @@ def summary_table(summaries: dict[str, dict[str, Any]]) -> str:
         return f"{value:7.3f}" if value is not None else f"{'-':>7s}"
 
     lines = [f"\n{'method':26s} {'objects':>7s} {'mIoU@3':>7s} {'@5':>7s} {'@10':>7s} {'NoC@85':>7s} "
-             f"{'NoC@90':>7s} {'never90':>7s} {'worse':>6s} {'s/obj':>6s}"]
+             f"{'NoC@90':>7s} {'never90':>7s} {'worse':>6s} {'>0.01':>6s} {'s/obj':>6s}"]
     for name, s in summaries.items():
         lines.append(f"{name:26s} {s['objects']:7d} {at(s, 3)} {at(s, 5)} {at(s, 10)} {s['noc85']:7.2f} "
                      f"{s['noc90']:7.2f} {s['never90']:7.1%} {s['worse_corrections']:6.1%} "
+                     f"{s.get('clearly_worse_corrections', 0.0):6.1%} "
                      f"{s['seconds_per_object']:6.2f}")
-    lines.append("never90: objects never at IoU 0.90 within the clicks; worse: corrections after which the IoU fell")
+    lines.append("never90: objects never at IoU 0.90 within the clicks; worse: corrections after which the IoU fell "
+                 "(>0.01: by more than 0.01)")
     return "\n".join(lines)
