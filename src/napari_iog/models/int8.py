@@ -10,6 +10,7 @@ quantized graph is cached beside its float32 export, so the calibration (seconds
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,7 @@ def quantize(path: Path, inputs: Callable[[], list[np.ndarray]]) -> Path:
 
     out = quantized_path(path)
     if out.exists():
+        os.utime(out)           # recently used: pruning the cache keeps it
         return out
 
     class Inputs(CalibrationDataReader):
