@@ -22,6 +22,8 @@ CALIBRATION_PICTURES = ("astronaut", "coffee", "chelsea", "rocket", "immunohisto
                         "camera", "coins", "cell", "retina")
 #: blobs taken from each picture, bright and dark
 BLOBS_PER_PICTURE = 3
+
+
 def calibration_objects() -> Iterator[tuple[np.ndarray, G.Box, G.Box, tuple[int, int]]]:
     """``(rgb uint8, crop, box, inside)`` for each calibration object: the largest bright and
     dark blobs (Otsu's threshold, opened) of each picture, with their tight box and most interior
