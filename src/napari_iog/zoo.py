@@ -33,7 +33,7 @@ CACHE_ENV = "NAPARI_IOG_CACHE"
 CHECKSUMS_FILE = "checksums.json"   # sha256 recorded the first time a file is verified
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = "napari-iog-default"
-DEFAULT_SHA256 = "e9607f1004c43a8d9f98a685deca6df398e09da48ff6b00085fb0c4ccd3cc094"
+DEFAULT_SHA256 = "cf48c25d056cde527c0c1238084c53fb9aa3f0715154833d849a97129298bf07"
 #: Google Drive's download endpoint; a large file first answers with a page whose form confirms
 #: the download (Drive cannot scan it for viruses), which :func:`_download_drive` submits.
 DRIVE_DOWNLOAD_URL = "https://drive.google.com/uc"
