@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import calibrate, synthetic_scene
+from conftest import SMALL_MOBILE, calibrate, synthetic_scene
 
 from napari_iog import geometry as G
 from napari_iog.correction_maps import DISK_RADIUS, correction_maps, disks, takes_correction_maps
@@ -17,13 +17,12 @@ from napari_iog.models.mobilenet import with_correction_maps
 from napari_iog.predictor import IOGPredictor
 from napari_iog.training import TrainConfig, TrainingError, pairs_from_arrays, train
 
-SMALL = {"psp_channels": 16, "head_channels": 8, "input_size": 128}
 CORNERS, INSIDE = [(55, 65), (185, 235)], (120, 150)
 
 
 @pytest.fixture(scope="module")
 def small_mobile():
-    return calibrate(build_model("iog-mobilenetv2", SMALL, seed=0))
+    return calibrate(build_model("iog-mobilenetv2", SMALL_MOBILE, seed=0))
 
 
 def _learned_maps(model, seed=0):
@@ -79,7 +78,7 @@ def test_the_correction_head_is_silent_for_first_clicks_only(small_mobile, tmp_p
     with torch.no_grad():
         assert torch.equal(load_model(tmp_path / "head.pt")(torch.cat([x, maps], 1)), out)
     with pytest.raises(ValueError, match="needs correction_maps"):
-        build_model("iog-mobilenetv2", {**SMALL, "correction_head": True})
+        build_model("iog-mobilenetv2", {**SMALL_MOBILE, "correction_head": True})
 
 
 def test_the_predictor_feeds_the_maps_and_keeps_first_masks(small_mobile):

@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "core, at most 4)")
     serve.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16", "float16", "int8"),
                        help="auto (as the annotator chooses), float32, bfloat16, float16, or int8 (CPU: the "
-                            "network quantized, about half the CPU a click, GrabCut mIoU@3 0.882 -> 0.879)")
+                            "network quantized, its pass in ~0.6x the time; docs/benchmarks.md)")
     serve.add_argument("--learn-seconds", type=float, default=5.0,
                        help="training time each committed object adds (5 s by default)")
     serve.set_defaults(func=_serve)

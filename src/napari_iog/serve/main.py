@@ -16,7 +16,7 @@ def serving_predictor(model: str | None, device: str, lanes: int | None = None,
     on its share of the cores and one object each (``batching.cpu_parallelism``). Threads are set
     before the app starts its lanes, which take this thread count. ``cores``: the cores this server
     may use (default: all this process may run on). ``precision``: ``IOGPredictor``'s ("int8": the
-    quantized network, about half the CPU a click)."""
+    quantized network, its pass in ~0.6x the time)."""
     import torch
 
     from ..predictor import IOGPredictor
