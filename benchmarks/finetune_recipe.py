@@ -8,8 +8,9 @@ For each domain, ``napari-iog train``'s loop fine-tunes the shipped default on t
 training part (ssTEM slices 0-9, CVPPP plants 1-80, the first 60 DSB2018 images that are not held out),
 ``--steps`` steps of ``--batch-size``, once per recipe (``TrainConfig`` fields, ``name=value``
 separated by commas; the rest at ``napari-iog train``'s defaults), and the simulated user (20
-clicks) scores the result on the first ``--objects`` held-out objects
-(``evaluate --dataset sstem|cvppp|dsb2018``); the default itself is scored first. Writes
+clicks) scores the result on ``--objects`` held-out objects (``evaluate --dataset
+sstem|cvppp|dsb2018``), a fixed random choice over every held-out image (``--held-out first``: the
+first in file order, as the runs before 2026-12-05's sixth session); the default itself is scored first. Writes
 mIoU@3, mIoU@5, NoC@90, the share of objects never at 0.90, the share of corrections that made
 the mask worse and the training seconds of each run as JSON.
 """
@@ -77,14 +78,23 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--objects", type=int, default=100)
+    parser.add_argument("--held-out", choices=("spread", "first"), default="spread",
+                        help="which held-out objects score: a fixed random choice over every held-out image "
+                             "(spread), or the first in file order (first: the runs before 2026-12-05's sixth "
+                             "session, which took 60 objects from 1-5 images)")
     parser.add_argument("--data-root", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "finetune-recipe.json")
     args = parser.parse_args(argv)
     results: dict = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                      "date": time.strftime("%Y-%m-%d"), "base": zoo.DEFAULT_MODEL, "steps": args.steps,
-                     "batch_size": args.batch_size, "objects": args.objects, "domains": {}}
+                     "batch_size": args.batch_size, "objects": args.objects, "held_out": args.held_out,
+                     "domains": {}}
     for domain in args.domains:
-        instances = validation_instances(held_out_domain(domain, args.data_root), limit=None)[:args.objects]
+        held_out = held_out_domain(domain, args.data_root)
+        if args.held_out == "first":
+            instances = validation_instances(held_out, limit=None)[:args.objects]
+        else:
+            instances = validation_instances(held_out, limit=args.objects, seed=0)
         pairs = training_part(domain, args.data_root)
         runs = {"default": score(zoo.DEFAULT_MODEL, instances)}
         print(domain, "default", runs["default"], flush=True)
