@@ -12,7 +12,9 @@ clicks) scores the result on ``--objects`` held-out objects (``evaluate --datase
 sstem|cvppp|dsb2018``), a fixed random choice over every held-out image (``--held-out first``: the
 first in file order, as the runs before 2026-12-05's sixth session); the default itself is scored first. Writes
 mIoU@3, mIoU@5, NoC@90, the share of objects never at 0.90, the share of corrections that made
-the mask worse and the training seconds of each run as JSON.
+the mask worse and the training seconds of each run as JSON. ``--training-objects N`` also scores N
+objects of the training part itself (a fixed random choice), under ``"training_part"``: a recipe
+that lowers even the objects it trained on is spoiling the network, not failing to generalise.
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ def main(argv=None) -> int:
                         help="which held-out objects score: a fixed random choice over every held-out image "
                              "(spread), or the first in file order (first: the runs before 2026-12-05's sixth "
                              "session, which took 60 objects from 1-5 images)")
+    parser.add_argument("--training-objects", type=int, default=0,
+                        help="also score this many objects of the training part (0: none)")
     parser.add_argument("--data-root", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "finetune-recipe.json")
     args = parser.parse_args(argv)
@@ -96,7 +100,12 @@ def main(argv=None) -> int:
         else:
             instances = validation_instances(held_out, limit=args.objects, seed=0)
         pairs = training_part(domain, args.data_root)
-        runs = {"default": score(zoo.DEFAULT_MODEL, instances)}
+        seen = validation_instances(pairs, limit=args.training_objects, seed=0) if args.training_objects else []
+
+        def scores(model) -> dict:
+            return {**score(model, instances), **({"training_part": score(model, seen)} if seen else {})}
+
+        runs = {"default": scores(zoo.DEFAULT_MODEL)}
         print(domain, "default", runs["default"], flush=True)
         for text in args.recipes:
             with tempfile.TemporaryDirectory() as folder:
@@ -106,7 +115,7 @@ def main(argv=None) -> int:
                 started = time.perf_counter()
                 train(config, pairs)
                 seconds = time.perf_counter() - started
-                runs[text] = {**score(str(out), instances), "train_seconds": round(seconds, 1)}
+                runs[text] = {**scores(str(out)), "train_seconds": round(seconds, 1)}
             print(domain, text, runs[text], flush=True)
         results["domains"][domain] = runs
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -220,7 +220,7 @@ def test_a_few_steps_lower_the_loss_and_the_checkpoint_loads_and_predicts(tiny_b
 
 
 def test_a_fine_tune_of_trained_weights_uses_the_measured_rate_and_loss_unless_told(tiny_base, tmp_path):
-    """From trained weights: AdamW 3e-4 and the coarse outputs at 0.1 (docs/benchmarks.md); from
+    """From trained weights: AdamW 1e-4 and the coarse outputs at 0.1 (docs/benchmarks.md); from
     random weights the published loss; a value given is used as given. The card says which."""
     def card_of(base, **overrides):
         out = tmp_path / f"run{len(list(tmp_path.iterdir()))}.pt"
@@ -229,7 +229,7 @@ def test_a_fine_tune_of_trained_weights_uses_the_measured_rate_and_loss_unless_t
         return load_model(out).card
 
     tuned = card_of(tiny_base)
-    assert tuned["lr"] == 3e-4 and tuned["coarse_weight"] == 0.1
+    assert tuned["lr"] == 1e-4 and tuned["coarse_weight"] == 0.1
     from_random = card_of("iog-resnet18", batch_size=2)
     assert from_random["lr"] == 1e-4 and from_random["coarse_weight"] == 1.0
     told = card_of(tiny_base, lr=5e-5, coarse_weight=1.0)

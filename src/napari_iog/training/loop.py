@@ -5,8 +5,8 @@ pixels and divided by the batch size; SGD (momentum 0.9, weight decay 5e-4, lr 1
 summed loss) or AdamW (the default: it adapts in far fewer steps, which is what fine-tuning on
 a few annotated objects needs). Linear warm-up then cosine decay; bf16 autocast on CUDA;
 gradient accumulation; an optional frozen backbone (only the heads learn: fast on a CPU).
-Fine-tuning trained weights changes two defaults, by measurement (``FINETUNE_LR``,
-``FINETUNE_COARSE_WEIGHT``): AdamW at 3e-4 and the coarse outputs weighed 0.1.
+Fine-tuning trained weights has its own defaults, by measurement (``FINETUNE_LR``,
+``FINETUNE_COARSE_WEIGHT``): AdamW at 1e-4 and the coarse outputs weighed 0.1.
 
 Validation: the held-out objects are segmented by :class:`~napari_iog.predictor.IOGPredictor`
 with the simulated user's three clicks (mIoU@3), before training and after every epoch.
