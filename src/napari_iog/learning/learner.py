@@ -28,14 +28,12 @@ from torch import nn
 from ..evaluation.clicks import initial_clicks
 from ..evaluation.metrics import iou
 from ..models import IOGRefineNetwork
-from ..training.config import FINETUNE_COARSE_WEIGHT
+from ..training.config import FINETUNE_COARSE_WEIGHT, FINETUNE_LR
 from ..training.corrections import simulate_corrections
 from ..training.data import InstanceDataset
 from ..training.loop import batch_loss, freeze, set_train_mode
 from .pool import LearnedObject, ObjectPool
 
-#: the learner's AdamW rate, as measured in simulated sessions (``benchmarks/learn_settings.py``)
-LEARN_LR = 3e-4
 #: the boundary band left out of the scores: this share of the object's size, at least BAND_MIN pixels
 BAND_SHARE, BAND_MIN = 0.05, 2
 
@@ -43,13 +41,12 @@ BAND_SHARE, BAND_MIN = 0.05, 2
 @dataclass
 class LearnSettings:
     """How the learner trains: ``napari-iog train``'s optimizer (AdamW, BatchNorm frozen) and
-    simulated corrections, on small batches, at a constant rate. ``coarse_weight`` is a
-    fine-tune's (``training.config.FINETUNE_COARSE_WEIGHT``); ``lr`` is the rate the simulated
-    sessions of docs/benchmarks.md ("Learning while annotating") were measured with, which is
-    higher than a 200-step fine-tune's now (``FINETUNE_LR``): the learner's swap only when better
-    guards what a high rate can spoil."""
+    simulated corrections, on small batches, at a constant rate. ``lr`` and ``coarse_weight`` are
+    a fine-tune's (``training.config.FINETUNE_LR``, ``FINETUNE_COARSE_WEIGHT``), chosen on 200-step
+    runs; the simulated sessions of docs/benchmarks.md ("Learning while annotating") say what
+    they do here (1e-4 and the earlier 3e-4 level there)."""
 
-    lr: float = LEARN_LR
+    lr: float = FINETUNE_LR["adamw"]
     #: the coarse outputs' weight in the loss (1: the published loss)
     coarse_weight: float = FINETUNE_COARSE_WEIGHT
     batch_size: int = 4
