@@ -62,6 +62,16 @@ def click_latency(model: str, objects) -> dict:
             "correction_ms": round(1000 * statistics.median(correction), 1)}
 
 
+def mirror_averaged(predictor: IOGPredictor) -> None:
+    """Make ``predictor`` average each forward pass with that of the mirrored input."""
+    forward = predictor._forward
+
+    def averaged(x: torch.Tensor, clicks: torch.Tensor | None = None) -> torch.Tensor:
+        return (forward(x, clicks) + forward(x.flip(-1), clicks).flip(-1)) / 2
+
+    predictor._forward = averaged
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["napari-iog-default"])
@@ -72,6 +82,9 @@ def main(argv=None) -> int:
     parser.add_argument("--latency", action="store_true", help="time clicks on GrabCut instead (see above)")
     parser.add_argument("--precision", default="float32", choices=("float32", "int8"),
                         help="float32 torch (the protocol), or int8 (the quantized network on ONNX Runtime)")
+    parser.add_argument("--flip", action="store_true",
+                        help="average the network's logits with those of the left-right mirrored input "
+                             "(test-time augmentation: twice the work a click)")
     parser.add_argument("--cleaned", action="store_true",
                         help="score the cleaned mask the annotator writes (clicks enforced), not the raw output")
     args = parser.parse_args(argv)
@@ -94,6 +107,10 @@ def main(argv=None) -> int:
                 continue
             predictor = IOGPredictor(model, device="cpu", precision=args.precision,
                                      backend="torch" if args.precision == "float32" else None, warmup=False)
+            if args.flip:
+                if predictor.is_refine:
+                    raise SystemExit("--flip: plain IOG networks only (a refinement network takes click coordinates)")
+                mirror_averaged(predictor)
             method = E.IOGMethod(predictor, name=model, postprocess=args.cleaned)
             summary = E.evaluate(method, objects, max_clicks=20)["summary"]
             results[model][name] = {"objects": summary["objects"], **{k: summary[k] for k in KEPT}}
@@ -101,6 +118,7 @@ def main(argv=None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"max_clicks": 20, "cleaned": args.cleaned, "precision": args.precision,
+                                         "flip": args.flip,
                                          "results": results}, indent=1))
     return 0
 
