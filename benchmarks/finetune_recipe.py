@@ -15,6 +15,8 @@ mIoU@3, mIoU@5, NoC@90, the share of objects never at 0.90, the share of correct
 the mask worse and the training seconds of each run as JSON. ``--training-objects N`` also scores N
 objects of the training part itself (a fixed random choice), under ``"training_part"``: a recipe
 that lowers even the objects it trained on is spoiling the network, not failing to generalise.
+``--blends 0.5 ...`` also scores each tuned network's weights moved back toward the default's
+(base + share x (tuned - base), as WiSE-FT does), without training again.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch
 
 from napari_iog import zoo
 from napari_iog.evaluation import IOGMethod, evaluate
+from napari_iog.models.checkpoint import load_model
 from napari_iog.predictor import IOGPredictor
 from napari_iog.training import TrainConfig, train, validation_instances
 from napari_iog.training.config import _kind
@@ -57,6 +60,16 @@ def score(model, instances) -> dict:
     return {"miou@3": round(summary["miou@3"], 4), "miou@5": round(summary["miou@5"], 4),
             "noc@90": summary["noc90"], "never@90": round(summary["never90"], 3),
             "worse": round(summary["worse_corrections"], 3)}
+
+
+def blend(base: str, tuned: str, share: float) -> torch.nn.Module:
+    """The network whose weights lie ``share`` of the way from ``base``'s to ``tuned``'s."""
+    model = load_model(tuned)
+    start = load_model(zoo.resolve(base)).state_dict()
+    mixed = {key: start[key] + share * (value - start[key]) if value.is_floating_point() else value
+             for key, value in model.state_dict().items()}
+    model.load_state_dict(mixed)
+    return model
 
 
 def recipe(text: str, of=TrainConfig, fixed=("out", "steps", "batch_size")) -> dict:
@@ -86,6 +99,9 @@ def main(argv=None) -> int:
                              "session, which took 60 objects from 1-5 images)")
     parser.add_argument("--training-objects", type=int, default=0,
                         help="also score this many objects of the training part (0: none)")
+    parser.add_argument("--blends", nargs="*", type=float, default=[],
+                        help="also score base + a (tuned - base) for each a given (weight-space ensembles, "
+                             "WiSE-FT): a < 1 keeps part of what the default knew")
     parser.add_argument("--data-root", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "finetune-recipe.json")
     args = parser.parse_args(argv)
@@ -116,7 +132,11 @@ def main(argv=None) -> int:
                 train(config, pairs)
                 seconds = time.perf_counter() - started
                 runs[text] = {**scores(str(out)), "train_seconds": round(seconds, 1)}
-            print(domain, text, runs[text], flush=True)
+                print(domain, text, runs[text], flush=True)
+                for share in args.blends:
+                    name = f"{text}, blend {share:g}"
+                    runs[name] = scores(blend(zoo.DEFAULT_MODEL, str(out), share))
+                    print(domain, name, runs[name], flush=True)
         results["domains"][domain] = runs
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1))

@@ -230,7 +230,7 @@ def main(argv=None) -> int:
             base = base_checkpoint(args.arch, args.imagenet, Path(tmp), args.seed)
         config = TrainConfig(base=str(base), out=str(args.out), steps=args.steps, batch_size=args.batch_size,
                              lr=args.lr, warmup_steps=args.warmup_steps, device=args.device, amp=args.amp,
-                             workers=args.workers,
+                             workers=args.workers, blend=1.0,    # a stage of the default keeps all it learns
                              val_every=args.val_every, checkpoint_every=args.checkpoint_every,
                              val_objects=200, seed=args.seed, freeze_bn=args.freeze_bn, resume=args.resume,
                              half=args.half, correction_prob=args.correction_prob,

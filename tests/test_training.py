@@ -31,10 +31,11 @@ from napari_iog.training import (
     sstem_pairs,
     state_path,
     train,
+    validation_instances,
 )
 from napari_iog.training.corrections import add_corrections, add_guidance_corrections
 from napari_iog.training.events import StepDone, from_json
-from napari_iog.training.loop import weights_digest
+from napari_iog.training.loop import validate, weights_digest
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -229,11 +230,29 @@ def test_a_fine_tune_of_trained_weights_uses_the_measured_rate_and_loss_unless_t
         return load_model(out).card
 
     tuned = card_of(tiny_base)
-    assert tuned["lr"] == 1e-4 and tuned["coarse_weight"] == 0.1
+    assert tuned["lr"] == 1e-4 and tuned["coarse_weight"] == 0.1 and tuned["blend"] == 0.5
     from_random = card_of("iog-resnet18", batch_size=2)
-    assert from_random["lr"] == 1e-4 and from_random["coarse_weight"] == 1.0
-    told = card_of(tiny_base, lr=5e-5, coarse_weight=1.0)
-    assert told["lr"] == 5e-5 and told["coarse_weight"] == 1.0
+    assert from_random["lr"] == 1e-4 and from_random["coarse_weight"] == 1.0 and from_random["blend"] == 1.0
+    told = card_of(tiny_base, lr=5e-5, coarse_weight=1.0, blend=1.0)
+    assert told["lr"] == 5e-5 and told["coarse_weight"] == 1.0 and told["blend"] == 1.0
+
+
+def test_a_fine_tune_saves_the_weights_halfway_between_the_base_and_the_trained_ones(tiny_base, tmp_path):
+    """WiSE-FT: the saved model is base + 0.5 x (trained - base), and validation scores that model."""
+    def weights(out, **overrides):
+        summary = train(quick_config(tiny_base, out, steps=2, lr=1e-3, correction_prob=0.0, **overrides),
+                        scenes(2), scenes(1, 10))
+        return load_model(out).state_dict(), summary
+
+    whole, _ = weights(tmp_path / "whole.pt", blend=1.0)
+    half, summary = weights(tmp_path / "half.pt")
+    base = load_model(tiny_base).state_dict()
+    moved = [k for k, v in base.items() if v.is_floating_point() and not torch.equal(v, whole[k])]
+    assert moved
+    for key in moved:
+        torch.testing.assert_close(half[key], (base[key] + whole[key]) / 2)
+    held_out = validation_instances(scenes(1, 10), limit=3)
+    assert summary["val_miou_after"] == pytest.approx(validate(load_model(tmp_path / "half.pt"), held_out, "cpu"))
 
 
 def test_cancel_keeps_a_valid_checkpoint_and_resume_continues_to_the_same_weights(tiny_base, tmp_path):

@@ -121,8 +121,9 @@ class FineTuneWidget(Container):
                                label="train for")
         length_row.margins = (0, 0, 0, 0)
         self.lr = LineEdit(label="learning rate", value="auto",
-                           tooltip="AdamW learning rate; auto: 1e-4, with the coarse outputs weighed 0.1 when "
-                                   "adapting a trained model (measured: docs/benchmarks.md)")
+                           tooltip="AdamW learning rate; auto: 1e-4, with the coarse outputs weighed 0.1 and the "
+                                   "saved weights halfway back to the base's when adapting a trained model "
+                                   "(measured: docs/benchmarks.md)")
         self.batch_size = SpinBox(label="batch size", min=1, max=256, value=4)
         self.device = ComboBox(label="device", choices=available_devices(), value="auto")
         # off: the fine-tuning figures (docs/benchmarks.md) train the whole default network

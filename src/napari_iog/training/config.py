@@ -23,6 +23,10 @@ DEFAULT_LR = {"adamw": 1e-4, "sgd": 1e-8}     # sgd: the published value, for th
 #: fewer clicks on all of ssTEM, CVPPP and DSB2018 (3e-4 lost DSB2018's first clicks)
 FINETUNE_LR = {"adamw": 1e-4, "sgd": 1e-8}
 FINETUNE_COARSE_WEIGHT = 0.1
+#: the share of a fine-tune's change that the saved model keeps (WiSE-FT): halfway back to the base
+#: was the only setting measured that was worse than the default on none of ssTEM, CVPPP, DSB2018
+#: (stage-7 default; keeping all of it lost DSB2018 0.7 clicks), and it had the fewest clicks overall
+FINETUNE_BLEND = 0.5
 DEFAULT_WEIGHT_DECAY = {"adamw": 1e-2, "sgd": 5e-4}
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 DEFAULT_MIN_AREA = 64
@@ -63,6 +67,10 @@ class TrainConfig:
                                          "output's 1 (default: 0.1 when fine-tuning trained weights, which keeps "
                                          "them from pulling the shared trunk their way; 1, as published, from "
                                          "random weights)")
+    blend: float | None = option(None, "share of what training changed that the saved model keeps: its weights "
+                                 "lie this far from the base's toward the trained ones (WiSE-FT; default: 0.5 "
+                                 "when fine-tuning trained weights, which keeps what the base knew; 1 from "
+                                 "random weights)")
     batch_size: int = option(4, "objects per batch, per process (4)")
     accumulate: int = option(1, "micro-batches per optimizer step (1)")
     warmup_steps: int | None = option(None, "linear warm-up steps (default: 5 %% of the run, at most 100)")
@@ -113,6 +121,8 @@ class TrainConfig:
                 raise TrainingError(f"{name} is about the correction maps: it needs correction_maps")
         if self.coarse_weight is not None and not self.coarse_weight >= 0:
             raise TrainingError(f"coarse_weight must be 0 or more, got {self.coarse_weight}")
+        if self.blend is not None and not 0.0 < self.blend <= 1.0:
+            raise TrainingError(f"blend must be in (0, 1], got {self.blend}")
         if self.correction_rounds < 1:
             raise TrainingError(f"correction_rounds must be at least 1, got {self.correction_rounds}")
 

@@ -6,14 +6,16 @@ summed loss) or AdamW (the default: it adapts in far fewer steps, which is what 
 a few annotated objects needs). Linear warm-up then cosine decay; bf16 autocast on CUDA;
 gradient accumulation; an optional frozen backbone (only the heads learn: fast on a CPU).
 Fine-tuning trained weights has its own defaults, by measurement (``FINETUNE_LR``,
-``FINETUNE_COARSE_WEIGHT``): AdamW at 1e-4 and the coarse outputs weighed 0.1.
+``FINETUNE_COARSE_WEIGHT``, ``FINETUNE_BLEND``): AdamW at 1e-4, the coarse outputs weighed 0.1,
+and the saved model halfway between the base's weights and the trained ones (``blend``).
 
 Validation: the held-out objects are segmented by :class:`~napari_iog.predictor.IOGPredictor`
 with the simulated user's three clicks (mIoU@3), before training and after every epoch.
 
 Checkpoints: ``out`` is a model in the project's format with a card (what it was trained
 from and on, how long, validation before and after); ``out`` + ``.state.pt`` holds what a
-resumed run needs (optimizer, schedule, step). Both are written atomically. The random draws
+resumed run needs (optimizer, schedule, step; the trained weights, not the blended ones). Both
+are written atomically. The random draws
 depend only on (seed, epoch, sample), so a resumed run sees exactly the data the first one
 would have.
 
@@ -47,7 +49,15 @@ from ..models import ARCHITECTURES, IOGRefineNetwork, build_model, load_model, s
 from ..models.checkpoint import atomic_save, state_path
 from ..models.devices import distributed_context
 from ..models.mobilenet import IOGMobileNetwork, with_correction_maps
-from .config import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, FINETUNE_COARSE_WEIGHT, FINETUNE_LR, TrainConfig, TrainingError
+from .config import (
+    DEFAULT_LR,
+    DEFAULT_WEIGHT_DECAY,
+    FINETUNE_BLEND,
+    FINETUNE_COARSE_WEIGHT,
+    FINETUNE_LR,
+    TrainConfig,
+    TrainingError,
+)
 from .corrections import correction_map_weights, network_input, simulate_corrections
 from .data import InstanceDataset, Pair, validation_instances
 from .events import CheckpointSaved, StepDone, TrainingEnded, TrainingEvent, TrainingStarted, Validated
@@ -142,6 +152,24 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+class Blended:
+    """What a run hands out (validates and saves): the model as trained, or with ``share`` < 1 its
+    weights moved back toward the base's (base + share x (trained - base), WiSE-FT), which keeps
+    part of what the base knew where the new data would pull it away."""
+
+    def __init__(self, model: nn.Module, share: float):
+        self.trained, self.share = model, share
+        self.base = {k: v.detach().clone() for k, v in model.state_dict().items()} if share < 1 else None
+
+    def model(self) -> nn.Module:
+        if self.base is None:
+            return self.trained
+        blended = copy.deepcopy(self.trained)
+        blended.load_state_dict({k: self.base[k] + self.share * (v - self.base[k]) if v.is_floating_point() else v
+                                 for k, v in self.trained.state_dict().items()})
+        return blended
+
+
 def validate(model: nn.Module, instances, device: torch.device) -> float | None:
     """mIoU@3 of the held-out objects, with the predictor exactly as the annotator runs it."""
     if not instances:
@@ -218,6 +246,8 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
     lr = config.lr if config.lr is not None else (FINETUNE_LR if fine_tune else DEFAULT_LR)[config.optimizer]
     coarse_weight = config.coarse_weight if config.coarse_weight is not None else \
         FINETUNE_COARSE_WEIGHT if fine_tune else 1.0
+    share = config.blend if config.blend is not None else FINETUNE_BLEND if fine_tune else 1.0
+    handed_out = Blended(model, share)      # before a resume loads the trained weights: the base's
     wd = config.weight_decay if config.weight_decay is not None else DEFAULT_WEIGHT_DECAY[config.optimizer]
     if config.correction_maps_only:
         wd = 0.0    # decay would shrink the first conv's image and guidance weights, which must not change
@@ -261,7 +291,7 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
                  "licence_of_data": dataset.stats.sources, "objects": dataset.stats.objects,
                  "validation_objects": len(val_instances), "total_steps": total,
                  "config": {k: v for k, v in config.to_dict().items() if k not in ("out", "resume")},
-                 "lr": lr, "coarse_weight": coarse_weight,
+                 "lr": lr, "coarse_weight": coarse_weight, "blend": share,
                  "napari_iog": __version__}
 
     emit(TrainingStarted(module.arch, str(device), world, dataset.stats.objects, dataset.stats.to_dict(),
@@ -269,7 +299,7 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
                          str(amp_dtype).replace("torch.", "") if amp_dtype else "off", lr, config.optimizer))
 
     def run_validation() -> float | None:
-        miou = validate(module, val_instances, device) if rank == 0 else None
+        miou = validate(handed_out.model(), val_instances, device) if rank == 0 else None
         if world > 1:
             dist.barrier()
         return miou
@@ -282,7 +312,7 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
         card = {**card_base, "status": status, "steps": step, "seconds": round(elapsed, 1),
                 "val_miou_before": val_before, "val_miou_after": after,
                 "val_history": [list(v) for v in history["val"]]}
-        save_model(module, out, card, half=config.half)
+        save_model(handed_out.model(), out, card, half=config.half)
         atomic_save({"arch": module.arch, "total_steps": total, "step": step, "model": module.state_dict(),
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "history": history, "val_before": val_before, "seconds": elapsed}, state_file)
