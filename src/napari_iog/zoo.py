@@ -33,7 +33,7 @@ CACHE_ENV = "NAPARI_IOG_CACHE"
 CHECKSUMS_FILE = "checksums.json"   # sha256 recorded the first time a file is verified
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = "napari-iog-default"
-DEFAULT_SHA256 = "4fe9a8f1a2345fe5e95bd53d5c71ff5e933a09524098e088b1c6bec459649236"
+DEFAULT_SHA256 = "d4d7066fc9f75eb44a9da36e4685d5fbc11bdfaf2d50180baae29093e71f47b7"
 #: Google Drive's download endpoint; a large file first answers with a page whose form confirms
 #: the download (Drive cannot scan it for viruses), which :func:`_download_drive` submits.
 DRIVE_DOWNLOAD_URL = "https://drive.google.com/uc"
