@@ -400,7 +400,7 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
     if status == "cancelled":
         save(f"cancelled at step {step} of {total}")
 
-    digests = [weights_digest(module)]
+    digests = [weights_digest(handed_out.model())]     # of what was saved; the same on every rank
     if world > 1:
         gathered: list[Any] = [None] * world
         dist.all_gather_object(gathered, digests[0])
