@@ -37,6 +37,7 @@ from napari_iog.models.checkpoint import load_model
 from napari_iog.predictor import IOGPredictor
 from napari_iog.training import TrainConfig, train, validation_instances
 from napari_iog.training.config import _kind
+from napari_iog.training.loop import blended_weights
 from napari_iog.training.sources import held_out_domain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,10 +66,7 @@ def score(model, instances) -> dict:
 def blend(base: str, tuned: str, share: float) -> torch.nn.Module:
     """The network whose weights lie ``share`` of the way from ``base``'s to ``tuned``'s."""
     model = load_model(tuned)
-    start = load_model(zoo.resolve(base)).state_dict()
-    mixed = {key: start[key] + share * (value - start[key]) if value.is_floating_point() else value
-             for key, value in model.state_dict().items()}
-    model.load_state_dict(mixed)
+    model.load_state_dict(blended_weights(load_model(zoo.resolve(base)).state_dict(), model.state_dict(), share))
     return model
 
 

@@ -165,9 +165,14 @@ class Blended:
         if self.base is None:
             return self.trained
         blended = copy.deepcopy(self.trained)
-        blended.load_state_dict({k: self.base[k] + self.share * (v - self.base[k]) if v.is_floating_point() else v
-                                 for k, v in self.trained.state_dict().items()})
+        blended.load_state_dict(blended_weights(self.base, self.trained.state_dict(), self.share))
         return blended
+
+
+def blended_weights(base: dict[str, torch.Tensor], trained: dict[str, torch.Tensor],
+                    share: float) -> dict[str, torch.Tensor]:
+    """``base + share x (trained - base)`` for every floating-point tensor; the rest as trained."""
+    return {k: base[k] + share * (v - base[k]) if v.is_floating_point() else v for k, v in trained.items()}
 
 
 def validate(model: nn.Module, instances, device: torch.device) -> float | None:
