@@ -214,6 +214,9 @@ def test_a_few_steps_lower_the_loss_and_the_checkpoint_loads_and_predicts(tiny_b
     assert card["objects"] == summary["objects"] == len(InstanceDataset(scenes(4)))
     assert card["base_path"] == str(tiny_base) and card["val_miou_before"] == summary["val_miou_before"]
     assert card["val_miou_after"] == summary["val_miou_after"] and card["validation_objects"] == 3
+    # trained channels_last for speed, saved in the ordinary layout that any loader (and .view) expects
+    saved = torch.load(out, map_location="cpu", weights_only=True)["state_dict"]
+    assert all(value.is_contiguous() for value in saved.values())
     image, labels = shapes_scene(20)
     clicks = initial_clicks(labels == 1)
     prediction = IOGPredictor(out, device="cpu", warmup=False).predict(image, clicks["corners"], clicks["inside"])

@@ -237,7 +237,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, card: Mapping[str, Any
         value = value.detach().cpu()
         if half and value.is_floating_point():
             value = value.half()
-        state_dict[key] = value.clone()
+        state_dict[key] = value.clone(memory_format=torch.contiguous_format)   # as trained channels_last or not
     payload = {"arch": arch, "config": model_config(model), "state_dict": state_dict, "card": card}
     return atomic_save(payload, path)
 
