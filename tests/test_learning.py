@@ -105,6 +105,22 @@ def test_the_candidate_replaces_the_model_in_use_only_when_it_scores_higher(monk
     assert not learner.check().swapped                         # a candidate must beat the base too
 
 
+def test_a_blending_learner_swaps_in_the_weights_halfway_and_keeps_training_the_candidate(monkeypatch):
+    learner = Learner(tiny_network(), quick_settings(blend=0.5))
+    for key in range(4):
+        learner.add(scene_object(key, seed=key))
+    monkeypatch.setattr(learner, "_miou", lambda cache, model, objects: 0.9 if cache is None else 0.8)
+    assert learner.train(steps=2) == 2
+    trained = {k: v.clone() for k, v in learner.candidate.state_dict().items()}
+    assert learner.check().swapped
+    base, in_use = learner.base.state_dict(), learner.in_use.state_dict()
+    moved = [k for k in trained if trained[k].is_floating_point() and not torch.equal(trained[k], base[k])]
+    assert moved
+    for k in moved:
+        torch.testing.assert_close(in_use[k], (base[k] + trained[k]) / 2)
+    assert all(torch.equal(v, learner.candidate.state_dict()[k]) for k, v in trained.items())   # not blended itself
+
+
 def test_the_learner_trains_a_copy_and_leaves_the_base_and_the_model_in_use_alone():
     network = tiny_network()
     original = {k: v.clone() for k, v in network.state_dict().items()}

@@ -31,7 +31,7 @@ from ..models import IOGRefineNetwork
 from ..training.config import FINETUNE_COARSE_WEIGHT, FINETUNE_LR
 from ..training.corrections import simulate_corrections
 from ..training.data import InstanceDataset
-from ..training.loop import batch_loss, freeze, set_train_mode
+from ..training.loop import batch_loss, blended_weights, freeze, set_train_mode
 from .pool import LearnedObject, ObjectPool
 
 #: the boundary band left out of the scores: this share of the object's size, at least BAND_MIN pixels
@@ -60,6 +60,9 @@ class LearnSettings:
     min_held_out: int = 4
     #: training time each committed object adds (the annotator's learner then waits)
     seconds_per_object: float = 5.0
+    #: the share of what the candidate learned that a check scores and swaps in: base + blend x
+    #: (trained - base), as a fine-tune saves (``TrainConfig.blend``); the candidate trains on unblended
+    blend: float = 1.0
     seed: int = 0
 
 
@@ -176,11 +179,12 @@ class Learner:
         enough = len(held) >= self.pool.min_held_out
         base = self._miou("base", self.base, held)
         in_use = self._miou(f"in use {self.version}", self.in_use, held)
-        candidate = self._miou(None, self.candidate, held) if self.steps and held else None
+        offered = self._offered() if self.steps and held else None
+        candidate = self._miou(None, offered, held) if offered is not None else None
         gain = self.settings.min_gain
         swapped = False
         if enough and candidate is not None and candidate > max(in_use, base) + gain:
-            self.in_use, in_use = copy.deepcopy(self.candidate).eval(), candidate
+            self.in_use, in_use = offered.eval(), candidate
             self.learned_from = sum(o.trained for o in self.pool.objects())
             swapped = True
         elif enough and self.learned_from and base > in_use + gain:
@@ -191,6 +195,14 @@ class Learner:
             self.version += 1
         return LearnReport(len(self.pool), self.learned_from, len(held), base, in_use, candidate, swapped,
                            self.steps, self.version)
+
+    def _offered(self) -> nn.Module:
+        """A copy of the candidate as a check scores it (blended back toward the base by ``blend``)."""
+        offered = copy.deepcopy(self.candidate).eval()
+        if self.settings.blend != 1.0:
+            offered.load_state_dict(blended_weights(self.base.state_dict(), self.candidate.state_dict(),
+                                                    self.settings.blend))
+        return offered
 
     def in_use_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.in_use.state_dict().items()}
