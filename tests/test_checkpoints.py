@@ -220,3 +220,29 @@ def test_written_files_get_the_users_usual_mode(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+def test_average_checkpoints_writes_the_mean_and_refuses_different_networks(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "average_checkpoints.py"
+    spec = importlib.util.spec_from_file_location("average_checkpoints", script)
+    averaging = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(averaging)
+    small = {"psp_channels": 32, "head_channels": 16}
+    paths = []
+    for seed in (0, 1):
+        paths.append(tmp_path / f"m{seed}.pt")
+        save_model(build_model("iog-resnet18", small, seed=seed), paths[-1], {"seed": seed})
+    assert averaging.main([str(p) for p in paths] + ["--out", str(tmp_path / "mean.pt")]) == 0
+    first, second, mean = (load_model(p).state_dict() for p in (*paths, tmp_path / "mean.pt"))
+    for key, value in mean.items():
+        expected = (first[key] + second[key]) / 2 if value.is_floating_point() else second[key]
+        torch.testing.assert_close(value, expected)
+    assert load_model(tmp_path / "mean.pt").card["averaged"] == [str(p) for p in paths]
+    other = tmp_path / "other.pt"
+    save_model(build_model("iog-resnet18", {"psp_channels": 16, "head_channels": 16}, seed=0), other)
+    with pytest.raises(SystemExit, match="not the same network"):
+        averaging.main([str(paths[0]), str(other), "--out", str(tmp_path / "bad.pt")])
+    assert not (tmp_path / "bad.pt").exists()
