@@ -28,7 +28,7 @@ from torch import nn
 from ..evaluation.clicks import initial_clicks
 from ..evaluation.metrics import iou
 from ..models import IOGRefineNetwork
-from ..training.config import FINETUNE_COARSE_WEIGHT, FINETUNE_LR
+from ..training.config import FINETUNE_BLEND, FINETUNE_COARSE_WEIGHT, FINETUNE_LR
 from ..training.corrections import simulate_corrections
 from ..training.data import InstanceDataset
 from ..training.loop import batch_loss, blended_weights, freeze, set_train_mode
@@ -61,8 +61,9 @@ class LearnSettings:
     #: training time each committed object adds (the annotator's learner then waits)
     seconds_per_object: float = 5.0
     #: the share of what the candidate learned that a check scores and swaps in: base + blend x
-    #: (trained - base), as a fine-tune saves (``TrainConfig.blend``); the candidate trains on unblended
-    blend: float = 1.0
+    #: (trained - base), as a fine-tune saves (``TrainConfig.blend``); the candidate trains on unblended.
+    #: Halfway lost less than keeping all in simulated sessions (docs/benchmarks.md)
+    blend: float = FINETUNE_BLEND
     seed: int = 0
 
 
