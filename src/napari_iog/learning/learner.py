@@ -3,9 +3,10 @@
 A :class:`Learner` keeps three copies of a network: the **base** it started from, the model
 **in use** (what the annotator predicts with) and a **candidate** that trains on the pool's
 learnable objects (AdamW, BatchNorm frozen, augmentation and simulated corrections as in
-``napari-iog train``). :meth:`Learner.check` scores the candidate and the model in use on the
-newest committed objects, which neither has learned from, and the candidate becomes the model
-in use only when it does better there: the user's model never gets worse on their objects.
+``napari-iog train``). :meth:`Learner.check` scores the candidate (its weights halfway back to the
+base by default, ``LearnSettings.blend``) and the model in use on the newest committed objects,
+which neither has learned from, and the candidate becomes the model in use only when it does
+better there: the user's model never gets worse on those objects.
 
 No threads or processes here (see :mod:`.background` for the annotator's learner process):
 ``train`` runs for a number of steps or seconds and returns, so a simulated session
