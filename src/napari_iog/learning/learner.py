@@ -186,7 +186,7 @@ class Learner:
         gain = self.settings.min_gain
         swapped = False
         if enough and candidate is not None and candidate > max(in_use, base) + gain:
-            self.in_use, in_use = offered.eval(), candidate
+            self.in_use, in_use = offered, candidate
             self.learned_from = sum(o.trained for o in self.pool.objects())
             swapped = True
         elif enough and self.learned_from and base > in_use + gain:
