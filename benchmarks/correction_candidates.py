@@ -8,7 +8,10 @@ default was not trained on (ssTEM slices 10-19, CVPPP plants 81+, every 10th DSB
 float32 torch, the raw output (``postprocess=False``, as the published protocol scores it),
 ~5 minutes a model on two CPU cores. ``--latency`` times instead a click end to end as the
 annotator makes it (cleaned mask, 2 threads): an object's first three clicks, and then one
-correction (which reuses the object's first mask where the network reads correction maps).
+correction (which reuses the object's first mask where the network reads correction maps), in
+each ``--latency-setups``: ``exact`` (the float32 network as it is, torch), ``torch`` (what
+``IOGPredictor()`` runs without the fast extra: float32, BatchNorm folded, channels_last) and
+``auto`` (with the fast extra installed: ONNX Runtime where it is faster here).
 The candidates are made with ``scripts/train_default.py``
 (docs/benchmarks.md, "Training with corrections", has the commands).
 """
@@ -24,8 +27,10 @@ from pathlib import Path
 
 import torch
 
-from napari_iog import IOGPredictor
+from napari_iog import IOGPredictor, zoo
 from napari_iog import evaluation as E
+from napari_iog.models import load_model
+from napari_iog.models.mobilenet import with_correction_input_size
 from napari_iog.training.data import validation_instances
 from napari_iog.training.sources import held_out_domain
 
@@ -41,12 +46,16 @@ def instances(name: str, root: Path, objects: int):
     return validation_instances(held_out_domain(name, root), limit=objects, seed=0)
 
 
-def click_latency(model: str, objects) -> dict:
+LATENCY_SETUPS = {"exact": ("float32", "torch"), "torch": ("auto", "torch"), "auto": ("auto", "auto")}
+
+
+def click_latency(model: str, objects, setup: str = "exact") -> dict:
     """Median milliseconds of a first click (corners + inside) and of one correction after it."""
     from napari_iog.evaluation.clicks import initial_clicks
 
     torch.set_num_threads(2)
-    predictor = IOGPredictor(model, device="cpu", precision="float32", backend="torch", warmup=False)
+    precision, backend = LATENCY_SETUPS[setup]
+    predictor = IOGPredictor(model, device="cpu", precision=precision, backend=backend, warmup=setup != "exact")
     first, correction = [], []
     for n, inst in enumerate(objects):
         clicks = initial_clicks(inst.mask)
@@ -58,7 +67,8 @@ def click_latency(model: str, objects) -> dict:
         if n >= 2:                      # the first objects warm the process up
             first.append(middle - start)
             correction.append(end - middle)
-    return {"objects": len(first), "first_click_ms": round(1000 * statistics.median(first), 1),
+    return {"setup": setup, "backend": predictor.backend, "objects": len(first),
+            "first_click_ms": round(1000 * statistics.median(first), 1),
             "correction_ms": round(1000 * statistics.median(correction), 1)}
 
 
@@ -66,8 +76,8 @@ def mirror_averaged(predictor: IOGPredictor) -> None:
     """Make ``predictor`` average each forward pass with that of the mirrored input."""
     forward = predictor._forward
 
-    def averaged(x: torch.Tensor, clicks: torch.Tensor | None = None) -> torch.Tensor:
-        return (forward(x, clicks) + forward(x.flip(-1), clicks).flip(-1)) / 2
+    def averaged(x: torch.Tensor, clicks: torch.Tensor | None = None, **sizes) -> torch.Tensor:
+        return (forward(x, clicks, **sizes) + forward(x.flip(-1), clicks, **sizes).flip(-1)) / 2
 
     predictor._forward = averaged
 
@@ -80,8 +90,13 @@ def main(argv=None) -> int:
     parser.add_argument("--data-root", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--latency", action="store_true", help="time clicks on GrabCut instead (see above)")
+    parser.add_argument("--latency-setups", nargs="+", default=["exact"], choices=tuple(LATENCY_SETUPS),
+                        help="how the predictor runs while --latency times it (see above)")
     parser.add_argument("--precision", default="float32", choices=("float32", "int8"),
                         help="float32 torch (the protocol), or int8 (the quantized network on ONNX Runtime)")
+    parser.add_argument("--correction-input-size", type=int, default=None,
+                        help="run each model's corrections at this size inside the frame (its weights as they "
+                             "are; 0: at its first clicks' size), whatever its file says")
     parser.add_argument("--flip", action="store_true",
                         help="average the network's logits with those of the left-right mirrored input "
                              "(test-time augmentation: twice the work a click)")
@@ -91,9 +106,10 @@ def main(argv=None) -> int:
     results: dict[str, dict] = {}
     if args.latency:
         objects = E.load_dataset("grabcut", args.data_root)
-        for model in args.models:
-            results[model] = click_latency(model, objects)
-            print(model, results[model], flush=True)
+        for setup in args.latency_setups:
+            for model in args.models:
+                results.setdefault(model, {})[setup] = click_latency(model, objects, setup)
+                print(model, results[model][setup], flush=True)
         if args.out:
             args.out.write_text(json.dumps({"latency": results}, indent=1))
         return 0
@@ -105,7 +121,9 @@ def main(argv=None) -> int:
             except FileNotFoundError as err:
                 print(f"skip {name}: {err}", file=sys.stderr)
                 continue
-            predictor = IOGPredictor(model, device="cpu", precision=args.precision,
+            network = model if args.correction_input_size is None else with_correction_input_size(
+                load_model(zoo.resolve(model)), args.correction_input_size or None)
+            predictor = IOGPredictor(network, device="cpu", precision=args.precision,
                                      backend="torch" if args.precision == "float32" else None, warmup=False)
             if args.flip:
                 if predictor.is_refine:
@@ -118,7 +136,7 @@ def main(argv=None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"max_clicks": 20, "cleaned": args.cleaned, "precision": args.precision,
-                                         "flip": args.flip,
+                                         "flip": args.flip, "correction_input_size": args.correction_input_size,
                                          "results": results}, indent=1))
     return 0
 

@@ -4,6 +4,7 @@ object's first mask), training can teach those weights alone without touching fi
 
 import copy
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,10 +12,12 @@ import torch
 from conftest import SMALL_MOBILE, calibrate, synthetic_scene
 
 from napari_iog import geometry as G
-from napari_iog.correction_maps import DISK_RADIUS, correction_maps, disks, takes_correction_maps
+from napari_iog.correction_maps import DISK_RADIUS, complete_inputs, correction_maps, disks, takes_correction_maps
 from napari_iog.models import build_model, load_model, save_model
-from napari_iog.models.mobilenet import with_correction_maps
-from napari_iog.predictor import IOGPredictor
+from napari_iog.models.mobilenet import IOGMobileNetwork, with_correction_input_size, with_correction_maps
+from napari_iog.models.onnx_runtime import OnnxRuntimeNetwork, weights_digest
+from napari_iog.predictor import IOGPredictor, _ImageReader
+from napari_iog.prompt import Prompt
 from napari_iog.training import TrainConfig, TrainingError, pairs_from_arrays, train
 
 CORNERS, INSIDE = [(55, 65), (185, 235)], (120, 150)
@@ -79,6 +82,91 @@ def test_the_correction_head_is_silent_for_first_clicks_only(small_mobile, tmp_p
         assert torch.equal(load_model(tmp_path / "head.pt")(torch.cat([x, maps], 1)), out)
     with pytest.raises(ValueError, match="needs correction_maps"):
         build_model("iog-mobilenetv2", {**SMALL_MOBILE, "correction_head": True})
+
+
+def test_corrections_run_at_their_own_size_and_first_clicks_stay_exact(small_mobile, tmp_path):
+    wide = with_correction_maps(small_mobile, head=True).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(wide.correction_head.out.weight)
+    larger = with_correction_input_size(wide, 384)
+    x = torch.rand(3, 8, 128, 128) * 255
+    x[:, 5:] = 0
+    x[1:, 6, 50:60, 50:60] = 255.0                              # samples 1 and 2: a positive correction
+    same_size_everywhere = IOGMobileNetwork(replace(wide.config, input_size=384))
+    same_size_everywhere.load_state_dict(wide.state_dict())
+    same_size_everywhere.eval()
+    yes, no = torch.tensor([True]), torch.tensor([False])
+    with torch.no_grad():
+        mixed = larger(x, larger_corrections=torch.tensor([True, True, True]))
+        alone = [larger(x[i:i + 1], larger_corrections=yes)[0] for i in range(3)]
+        assert torch.equal(alone[0], wide(x[:1])[0])            # a first click: as before, exactly
+        assert torch.equal(alone[1], same_size_everywhere(x[1:2])[0])      # a correction: the larger pass
+        assert not torch.equal(alone[1], wide(x[1:2])[0])
+        assert torch.equal(larger(x[2:], larger_corrections=no)[0], wide(x[2:])[0])   # told no: as before
+        assert torch.equal(larger(x), wide(x))                  # told nothing (training): as trained
+        fine, coarse = larger(x, return_coarse=True, larger_corrections=torch.tensor([True, True, True]))
+        told = larger(x, larger_corrections=torch.tensor([True, True, False]))   # sample 2: a small crop
+    for i in range(3):                                          # a batch answers as each sample alone
+        torch.testing.assert_close(mixed[i], alone[i], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fine, mixed)
+    torch.testing.assert_close(told[:2], mixed[:2], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(told[2], wide(x[2:])[0].detach(), atol=1e-4, rtol=1e-4)
+    assert [c.shape for c in coarse] == [c.shape for c in wide(x, return_coarse=True)[1]]
+    save_model(larger, tmp_path / "larger.pt")
+    assert load_model(tmp_path / "larger.pt").config.correction_input_size == 384
+    assert weights_digest(larger) != weights_digest(wide)      # the same weights export another graph
+    with pytest.raises(ValueError, match="needs correction_head"):
+        build_model("iog-mobilenetv2", {**SMALL_MOBILE, "correction_input_size": 384})
+
+
+def test_the_predictor_runs_larger_corrections_on_crops_it_would_shrink(small_mobile):
+    wide = with_correction_maps(small_mobile, head=True).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(wide.correction_head.out.weight)
+    sized = IOGPredictor(with_correction_input_size(wide, 384), precision="float32", backend="torch", warmup=False)
+    plain = IOGPredictor(wide, precision="float32", backend="torch", warmup=False)
+    everywhere = with_correction_input_size(wide, 384)
+    image = np.random.default_rng(0).integers(0, 255, (700, 700, 3)).astype(np.uint8)
+    for corners, inside, negative, large in (([(20, 20), (640, 600)], (300, 300), (100, 100), True),
+                                             ([(330, 330), (350, 355)], (340, 342), (333, 333), False)):
+        first = sized.predict(image, corners=corners, inside=inside, postprocess=False)
+        np.testing.assert_array_equal(first.crop_probability, plain.predict(
+            image, corners=corners, inside=inside, postprocess=False).crop_probability)
+        corrected = sized.predict(image, corners=corners, inside=inside, negative=[negative], postprocess=False)
+        crop_side = max(corrected.crop_box.height, corrected.crop_box.width)   # against the first clicks' size:
+        assert (crop_side > sized.network.config.input_size) == large           # 128 in this small network
+        if large:
+            item = sized._prepare(_ImageReader.of(image, None, None), Prompt.check(image.shape[:2], corners, inside,
+                                                                                  (), [negative]))
+            complete_inputs([item], sized._first_masks, sized._forward, 1)
+            with torch.no_grad():
+                expected = sized._to_crop(everywhere(item.x[None], larger_corrections=torch.tensor([True]))[0],
+                                          item.prompt.crop)
+        else:
+            expected = plain.predict(image, corners=corners, inside=inside, negative=[negative],
+                                     postprocess=False).crop_probability
+        np.testing.assert_allclose(corrected.crop_probability, expected, atol=1e-5)
+
+
+def test_onnx_runtime_sends_each_sample_to_its_graph():
+    class Graph(OnnxRuntimeNetwork):            # a session that answers its name, no export needed
+        def __init__(self, value, **graphs):
+            self.value, self.first_clicks, self.smaller_corrections = value, None, None
+            self.clicks_from = 6
+            for name, graph in graphs.items():
+                setattr(self, name, graph)
+            self.session = self
+
+        def run(self, _, feeds):
+            return [np.full((len(feeds["x"]), 1, 4, 4), self.value, np.float32)]
+
+    headless = Graph(3.0)
+    network = Graph(1.0, first_clicks=headless, smaller_corrections=Graph(2.0, first_clicks=headless))
+    x = torch.zeros(3, 8, 4, 4)
+    x[1:, 7, 1, 1] = 255.0                                      # 0: a first click; 1, 2: negative corrections
+    assert network(x)[:, 0, 0, 0].tolist() == [3.0, 2.0, 2.0]
+    assert network(x, larger_corrections=torch.tensor([True, False, True]))[:, 0, 0, 0].tolist() == [3.0, 2.0, 1.0]
+    assert network(x[1:], larger_corrections=torch.tensor([False, False]))[:, 0, 0, 0].tolist() == [2.0, 2.0]
 
 
 def test_the_predictor_feeds_the_maps_and_keeps_first_masks(small_mobile):

@@ -408,9 +408,10 @@ def test_a_thousand_fuzzed_requests_get_answers_and_never_crash_the_server(serve
 
 
 def test_a_network_that_reads_corrections_answers_through_the_server_as_here():
-    """The bundled default reads its corrections as maps (the object's first mask, disks): the
-    server's batched path must give them as the local predictor does."""
-    from napari_iog.models.mobilenet import with_correction_maps
+    """The bundled default reads its corrections as maps (the object's first mask, disks) and runs
+    a large crop's correction at a larger size: the server's batched path must give them as the
+    local predictor does."""
+    from napari_iog.models.mobilenet import with_correction_input_size, with_correction_maps
 
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
@@ -419,6 +420,7 @@ def test_a_network_that_reads_corrections_answers_through_the_server_as_here():
     with torch.no_grad():
         torch.nn.init.normal_(network.correction_head.out.weight, std=0.5)
         network.backbone.features[0][0].weight[:, 5:].normal_(std=0.05)
+    network = with_correction_input_size(network, 192)
     local = IOGPredictor(network, device="cpu", precision="float32", backend="torch", warmup=False)
     served = IOGPredictor(network, device="cpu", precision="float32", backend="torch", warmup=False)
     running = Server(make_app(served, TOKEN))
@@ -429,6 +431,9 @@ def test_a_network_that_reads_corrections_answers_through_the_server_as_here():
             here = local.predict(image, corners=CORNERS, inside=INSIDE, **clicks)
             there = remote.predict(image, corners=CORNERS, inside=INSIDE, **clicks)
             assert np.abs(there.probability - here.probability).max() < 2e-3       # float16 on the wire
+        small = {"corners": [(100, 100), (125, 130)], "inside": (112, 115), "negative": [(103, 104)]}
+        here, there = local.predict(image, **small), remote.predict(image, **small)   # a crop under 128 px:
+        assert np.abs(there.probability - here.probability).max() < 2e-3             # its correction at 128
         fresh = RemotePredictor(running.url, token=TOKEN, probability=True)
         served.clear_cache()                        # a correction whose object the server never saw
         there = fresh.predict(image, corners=CORNERS, inside=INSIDE, negative=[(175, 225)])

@@ -64,6 +64,18 @@ def correction_maps(first_probability: torch.Tensor | None, positive: np.ndarray
     return out
 
 
+def correction_sizes(network, crops) -> dict[str, torch.Tensor]:
+    """For a network whose corrections run larger (``correction_input_size``), the keyword that
+    says per crop whether its correction should (``{"larger_corrections": ...}``; else ``{}``):
+    where the first clicks' size would shrink the crop. A smaller crop is enlarged to the frame
+    already: a larger pass sees no more of it, only another scale, and on small objects (nuclei,
+    cell profiles, leaves) that cost clicks (docs/benchmarks.md, tenth round)."""
+    config = getattr(network, "config", None)
+    if getattr(config, "correction_input_size", None) is None:
+        return {}
+    return {"larger_corrections": torch.tensor([max(crop.height, crop.width) > config.input_size for crop in crops])}
+
+
 def no_correction_maps(batch: int, size: int = FRAME, like: torch.Tensor | None = None) -> torch.Tensor:
     """``[batch, 3, size, size]`` zeros: the maps of first clicks."""
     if like is None:

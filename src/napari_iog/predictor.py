@@ -31,6 +31,7 @@ from . import zoo
 from .correction_maps import (
     FirstMasks,
     complete_inputs,
+    correction_sizes,
     no_correction_maps,
     remember_first_masks,
     takes_correction_maps,
@@ -97,7 +98,6 @@ class Prediction:
     def window_mask(self) -> np.ndarray:
         """``crop_mask`` restricted to :attr:`window`, to write into ``labels[window.slices()]``."""
         return self.crop_mask[self.window.slices_within(self.crop_box)]
-
 
 
 @dataclass
@@ -263,10 +263,10 @@ class IOGPredictor:
         return x.contiguous(memory_format=torch.channels_last) if self._fast else x
 
     @torch.inference_mode()
-    def _forward(self, x: torch.Tensor, clicks: torch.Tensor | None = None) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, clicks: torch.Tensor | None = None, **sizes) -> torch.Tensor:
         with autocast(self.precision, self.device):
             x = self._to_device(x)
-            out = self.model(x) if clicks is None else self.model(x, self._to_device(clicks))
+            out = self.model(x, **sizes) if clicks is None else self.model(x, self._to_device(clicks))
         return out.float()
 
     @torch.inference_mode()
@@ -347,7 +347,7 @@ class IOGPredictor:
                 continue
             x = _batch([item.x for item in chunk])
             clicks = _batch([item.clicks for item in chunk]) if self.is_refine else None
-            logits.extend(self._forward(x, clicks))
+            logits.extend(self._forward(x, clicks, **correction_sizes(self.network, [i.prompt.crop for i in chunk])))
         if self.takes_correction_maps:
             remember_first_masks(inputs, logits, self._first_masks)
         t_forward = time.perf_counter()
@@ -469,11 +469,9 @@ def is_predictor(model) -> bool:
 
 
 def warmup_input(extreme_points: bool = False, correction_maps: bool = False) -> torch.Tensor:
-    """The warm-up object: a synthetic disc in the 512 frame with its clicks (IOG's box and
-    inside click, or DEXTR's four extreme points), as the network's [1, C, 512, 512] input
-    (with empty correction maps for a network that takes them)."""
-    size = G.FRAME
-    yy, xx = np.mgrid[:size, :size]
+    """The warm-up object: a synthetic disc in the 512 frame with its clicks (IOG's box and inside click,
+    or DEXTR's four extreme points), as the network's [1, C, 512, 512] input (empty correction maps too)."""
+    yy, xx = np.mgrid[:G.FRAME, :G.FRAME]
     disc = ((yy - 256) ** 2 + (xx - 240) ** 2 < 150**2).astype(np.float32)
     rgb = np.stack([60 + 150 * disc, 80 + 100 * disc, 200 - 120 * disc])
     if extreme_points:
@@ -490,8 +488,7 @@ warmup_clock: Callable[[], float] = time.perf_counter
 
 
 def _timed(call) -> tuple[float, Any]:
-    start = warmup_clock()
-    result = call()
+    start, result = warmup_clock(), call()
     return warmup_clock() - start, result
 
 

@@ -138,6 +138,10 @@ class MobileIOGConfig:
     #: with ``correction_maps``: a small head that changes FineNet's logits where the corrections
     #: say, from its features and the maps; silent (exactly zero) for first clicks
     correction_head: bool = False
+    #: with ``correction_head``: the size a sample with a correction click runs at (None:
+    #: ``input_size``). Boundaries are what corrections fix, and a larger pass draws them finer
+    #: while first clicks keep their faster, measured size (docs/benchmarks.md, "tenth round")
+    correction_input_size: int | None = None
 
     @property
     def input_channels(self) -> int:
@@ -146,8 +150,12 @@ class MobileIOGConfig:
     def __post_init__(self):
         if self.correction_head and not self.correction_maps:
             raise ValueError("correction_head reads the correction maps: it needs correction_maps=True")
-        if self.input_size % 32 or self.input_size < 64:
-            raise ValueError(f"input_size must be a multiple of 32 (at least 64), not {self.input_size}")
+        for name in ("input_size", "correction_input_size"):
+            size = getattr(self, name)
+            if size is not None and (size % 32 or size < 64):
+                raise ValueError(f"{name} must be a multiple of 32 (at least 64), not {size}")
+        if self.correction_input_size is not None and not self.correction_head:
+            raise ValueError("correction_input_size sizes the correction head's pass: it needs correction_head=True")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -178,10 +186,18 @@ class IOGMobileNetwork(nn.Module):
         self.register_buffer("input_scale", scale.view(1, -1, 1, 1), persistent=False)
         self.register_buffer("input_shift", shift.view(1, -1, 1, 1), persistent=False)
 
-    def inner_size(self, size: tuple[int, int]) -> tuple[int, int]:
-        """The size the network runs at for an input of ``size`` (the 512 frame -> input_size)."""
-        ratio = self.config.input_size / FRAME
+    def inner_size(self, size: tuple[int, int], larger: bool = False) -> tuple[int, int]:
+        """The size the network runs at for an input of ``size`` (the 512 frame -> input_size,
+        or correction_input_size for ``larger`` corrections where the config sets one)."""
+        inner = self.config.input_size
+        if larger and self.correction_head is not None and self.config.correction_input_size:
+            inner = self.config.correction_input_size
+        ratio = inner / FRAME
         return tuple(max(32, int(round(s * ratio / 32)) * 32) for s in size)
+
+    def _has_correction(self, x: torch.Tensor) -> torch.Tensor:
+        """Per sample of ``x`` (unnormalised), whether a correction click's disk is drawn."""
+        return (x[:, self.correction_clicks_from:] > 0).flatten(1).any(1)
 
     @property
     def correction_clicks_from(self) -> int | None:
@@ -198,11 +214,27 @@ class IOGMobileNetwork(nn.Module):
         first_clicks.correction_head = None
         return first_clicks
 
-    def forward(self, x: torch.Tensor, return_coarse: bool = False):
+    def forward(self, x: torch.Tensor, return_coarse: bool = False, larger_corrections: torch.Tensor | None = None):
+        """``larger_corrections`` (with ``correction_input_size``): per sample, whether its
+        correction runs at that size; None (training, and anything that does not know the crop):
+        none does, every pass is at ``input_size``, as the network was trained. The predictor says
+        yes for crops the first clicks' size would shrink (``correction_maps.correction_sizes``)."""
         if x.ndim != 4 or x.shape[1] != self.config.input_channels:
             raise ValueError(f"x must be [B, {self.config.input_channels}, H, W], got {list(x.shape)}")
         out_size = (int(x.shape[-2]), int(x.shape[-1]))   # ints, so an exported graph holds them
-        inner = self.inner_size(out_size)
+        building = _building_graph()
+        corrected = self.correction_head is not None and (building or bool(self._has_correction(x).any()))
+        # an exported graph is the larger one (ONNX Runtime keeps another for the rest)
+        larger = corrected and self.config.correction_input_size is not None and (
+            building or larger_corrections is not None)
+        if larger and not building:
+            rows = self._has_correction(x) & torch.as_tensor(larger_corrections, dtype=torch.bool, device=x.device)
+            if not bool(rows.any()):
+                larger = False
+            elif not bool(rows.all()):      # each sample answers as it would alone
+                return merge_rows(rows, self.forward(x[rows], return_coarse, rows[rows]),
+                                  self.forward(x[~rows], return_coarse))
+        inner = self.inner_size(out_size, larger)
         x = (x - self.input_shift) / self.input_scale
         if inner != out_size:
             x = F.interpolate(x, size=inner, mode="bilinear", align_corners=False, antialias=True)
@@ -213,11 +245,10 @@ class IOGMobileNetwork(nn.Module):
             fine = self.Fine_net(fms, head_size)
         else:
             fine, features = self.Fine_net(fms, head_size, return_features=True)
-            maps = x[:, self.config.in_channels:]
             # first clicks only (no disk): the head would add exactly zero, so it is skipped
             # (about a quarter of a first click's time); a graph being traced keeps it whole
-            if _building_graph() or bool((maps[:, 1:] > 0).any()):
-                fine = fine + self.correction_head(features, fine, maps)
+            if corrected:
+                fine = fine + self.correction_head(features, fine, x[:, self.config.in_channels:])
         fine = upsample_to(fine, out_size)
         if not return_coarse:
             return fine
@@ -250,6 +281,16 @@ class CorrectionHead(nn.Module):
         return corrected * self.out(self.body(torch.cat([features, logits, maps], 1)))
 
 
+def merge_rows(rows: torch.Tensor, chosen, others):
+    """The outputs of ``x[rows]`` and ``x[~rows]`` (a tensor, or (fine, [coarse...])) put back in
+    the batch's order."""
+    if isinstance(chosen, torch.Tensor):
+        out = chosen.new_empty((len(rows), *chosen.shape[1:]))
+        out[rows], out[~rows] = chosen, others
+        return out
+    return merge_rows(rows, chosen[0], others[0]), [merge_rows(rows, a, b) for a, b in zip(chosen[1], others[1])]
+
+
 def _building_graph() -> bool:
     """Is this forward being traced, compiled or exported (no data-dependent branches then)?"""
     return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
@@ -273,3 +314,11 @@ def with_correction_maps(model: IOGMobileNetwork, head: bool = False) -> IOGMobi
         raise ValueError(f"cannot widen {model.arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     wide.card = dict(getattr(model, "card", None) or {})
     return wide.train(model.training)
+
+
+def with_correction_input_size(model: IOGMobileNetwork, size: int | None) -> IOGMobileNetwork:
+    """A copy of ``model`` (weights, card and mode; folded or not) whose samples with a correction
+    click run at ``size`` (None: at its ``input_size``, as its first clicks)."""
+    sized = copy.deepcopy(model)
+    sized.config = replace(model.config, correction_input_size=size)
+    return sized

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..correction_maps import complete_inputs, remember_first_masks
+from ..correction_maps import complete_inputs, correction_sizes, remember_first_masks
 from ..predictor import _ImageReader
 from ..prompt import Prompt
 
@@ -112,7 +112,8 @@ class Batcher:
         self.batches.append(len(jobs))
         predictor = jobs[0].predictor
         try:
-            logits = predictor._forward(torch.stack([job.item.x for job in jobs]))
+            sizes = correction_sizes(predictor.network, [job.prompt.crop for job in jobs])
+            logits = predictor._forward(torch.stack([job.item.x for job in jobs]), **sizes)
             if predictor.takes_correction_maps:
                 with self._maps_lock:
                     remember_first_masks([job.item for job in jobs], logits, predictor._first_masks)
