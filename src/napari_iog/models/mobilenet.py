@@ -189,15 +189,9 @@ class IOGMobileNetwork(nn.Module):
     def inner_size(self, size: tuple[int, int], larger: bool = False) -> tuple[int, int]:
         """The size the network runs at for an input of ``size`` (the 512 frame -> input_size,
         or correction_input_size for ``larger`` corrections where the config sets one)."""
-        inner = self.config.input_size
-        if larger and self.correction_head is not None and self.config.correction_input_size:
-            inner = self.config.correction_input_size
-        ratio = inner / FRAME
+        larger_size = self.config.correction_input_size     # only ever set with a correction head
+        ratio = (larger_size if larger and larger_size else self.config.input_size) / FRAME
         return tuple(max(32, int(round(s * ratio / 32)) * 32) for s in size)
-
-    def _has_correction(self, x: torch.Tensor) -> torch.Tensor:
-        """Per sample of ``x`` (unnormalised), whether a correction click's disk is drawn."""
-        return (x[:, self.correction_clicks_from:] > 0).flatten(1).any(1)
 
     @property
     def correction_clicks_from(self) -> int | None:
@@ -223,12 +217,13 @@ class IOGMobileNetwork(nn.Module):
             raise ValueError(f"x must be [B, {self.config.input_channels}, H, W], got {list(x.shape)}")
         out_size = (int(x.shape[-2]), int(x.shape[-1]))   # ints, so an exported graph holds them
         building = _building_graph()
-        corrected = self.correction_head is not None and (building or bool(self._has_correction(x).any()))
+        rows = None if self.correction_head is None or building else corrected_rows(x, self.correction_clicks_from)
+        corrected = self.correction_head is not None and (building or bool(rows.any()))
         # an exported graph is the larger one (ONNX Runtime keeps another for the rest)
         larger = corrected and self.config.correction_input_size is not None and (
             building or larger_corrections is not None)
         if larger and not building:
-            rows = self._has_correction(x) & torch.as_tensor(larger_corrections, dtype=torch.bool, device=x.device)
+            rows = rows & torch.as_tensor(larger_corrections, dtype=torch.bool, device=x.device)
             if not bool(rows.any()):
                 larger = False
             elif not bool(rows.all()):      # each sample answers as it would alone
@@ -279,6 +274,12 @@ class CorrectionHead(nn.Module):
                              antialias=True)
         corrected = (maps[:, 1:].flatten(1).amax(1) > 0).to(features.dtype).view(-1, 1, 1, 1)
         return corrected * self.out(self.body(torch.cat([features, logits, maps], 1)))
+
+
+def corrected_rows(x: torch.Tensor, clicks_from: int) -> torch.Tensor:
+    """Per sample of ``x`` (unnormalised), whether a correction click's disk is drawn in its
+    channels from ``clicks_from`` on."""
+    return (x[:, clicks_from:] > 0).flatten(1).any(1)
 
 
 def merge_rows(rows: torch.Tensor, chosen, others):

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..io.atomic import atomic_write
-from .mobilenet import merge_rows, with_correction_input_size
+from .mobilenet import corrected_rows, merge_rows, with_correction_input_size
 
 #: what the backend needs installed (import names)
 REQUIRED = ("onnxruntime", "onnx", "onnxscript")
@@ -137,7 +137,7 @@ class OnnxRuntimeNetwork:
 
     def __call__(self, x: torch.Tensor, larger_corrections: torch.Tensor | None = None) -> torch.Tensor:
         if self.first_clicks is not None:   # each sample answers as it would alone
-            rows = (x[:, self.clicks_from:] > 0).flatten(1).any(1)
+            rows = corrected_rows(x, self.clicks_from)
             if self.smaller_corrections is not None:      # None: no correction runs larger
                 rows = rows & (False if larger_corrections is None else torch.as_tensor(larger_corrections).bool())
                 others = self.smaller_corrections         # it sends first clicks on to first_clicks
