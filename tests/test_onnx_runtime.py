@@ -221,26 +221,18 @@ def test_where_bf16_is_kept_onnx_runtime_is_not_exported(network, tmp_path, monk
     assert not list(tmp_path.rglob("*.onnx"))
 
 
-def test_first_clicks_run_a_graph_without_the_correction_head(tmp_path, monkeypatch):
+def test_first_clicks_run_a_graph_without_the_correction_head(corrections_network, corrections_network_exports,
+                                                             tmp_path, monkeypatch):
     """A network with a correction head: a first click runs the smaller graph (which gives what
     the whole network gives without corrections) and a correction the whole one, each agreeing
     with the exact torch network."""
-    import torch
-
-    from napari_iog.models.mobilenet import with_correction_maps
-
-    monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path))
-    small = calibrate(build_model("iog-mobilenetv2", {"psp_channels": 16, "head_channels": 8, "input_size": 128},
-                                  seed=0))
-    wide = with_correction_maps(small, head=True)
-    with torch.no_grad():
-        torch.nn.init.normal_(wide.correction_head.out.weight, std=0.5)
-        wide.backbone.features[0][0].weight[:, 5:].normal_(std=0.05)
+    monkeypatch.setenv(zoo.CACHE_ENV, str(shutil.copytree(corrections_network_exports, tmp_path / "cache")))
+    wide = corrections_network
     image, _ = synthetic_scene()
     exact = IOGPredictor(wide, device="cpu", precision="float32", backend="torch", postprocess=False)
     ort = IOGPredictor(wide, device="cpu", backend="onnxruntime", postprocess=False)
     network = ort.model
-    assert network.first_clicks is not None and len(exports(tmp_path)) == 2
+    assert network.first_clicks is not None and len(exports(tmp_path / "cache")) == 2
     calls = {"whole": 0, "first clicks": 0}
     for name, session in (("whole", network.session), ("first clicks", network.first_clicks.session)):
         monkeypatch.setattr(session, "run", lambda *a, _run=session.run, _name=name:

@@ -208,6 +208,13 @@ def _exported_network(model: nn.Module, example: torch.Tensor, cache: Path,
             return network
         except Exception as err:   # a damaged or foreign file: export again over it
             log.warning("the cached ONNX network %s does not load (%s); exporting it again", path, err)
+    try:         # before the export's seconds, which an unwritable cache would throw away at every start
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK):
+            raise PermissionError(f"{path.parent} is not writable")
+    except OSError as err:
+        raise BackendUnavailable(f"the ONNX export of {getattr(model, 'arch', 'the network')} could not be "
+                                 f"cached: {type(err).__name__}: {err}") from err
     try:
         proto = export_onnx(model, example)
     except Exception as err:
