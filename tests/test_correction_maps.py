@@ -14,11 +14,19 @@ from conftest import SMALL_MOBILE, calibrate, synthetic_scene
 from napari_iog import geometry as G
 from napari_iog.correction_maps import DISK_RADIUS, complete_inputs, correction_maps, disks, takes_correction_maps
 from napari_iog.models import build_model, load_model, save_model
-from napari_iog.models.mobilenet import IOGMobileNetwork, with_correction_input_size, with_correction_maps
+from napari_iog.models.mobilenet import (
+    IOGMobileNetwork,
+    corrected_rows,
+    with_correction_input_size,
+    with_correction_maps,
+)
 from napari_iog.models.onnx_runtime import OnnxRuntimeNetwork, weights_digest
 from napari_iog.predictor import IOGPredictor, _ImageReader
 from napari_iog.prompt import Prompt
 from napari_iog.training import TrainConfig, TrainingError, pairs_from_arrays, train
+from napari_iog.training.corrections import add_guidance_corrections, batch_sizes
+from napari_iog.training.data import InstanceDataset
+from napari_iog.training.loop import batch_loss, iog_loss
 
 CORNERS, INSIDE = [(55, 65), (185, 235)], (120, 150)
 
@@ -117,6 +125,29 @@ def test_corrections_run_at_their_own_size_and_first_clicks_stay_exact(small_mob
     assert weights_digest(larger) != weights_digest(wide)      # the same weights export another graph
     with pytest.raises(ValueError, match="needs correction_head"):
         build_model("iog-mobilenetv2", {**SMALL_MOBILE, "correction_input_size": 384})
+
+
+def test_training_runs_a_large_crops_correction_at_the_size_it_will_run_at(small_mobile):
+    wide = with_correction_maps(small_mobile, head=True).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(wide.correction_head.out.weight)
+    larger = with_correction_input_size(wide, 256)
+    pairs = []
+    for center, radii in (((150, 150), (100, 110)), ((150, 150), (20, 25))):    # crops of 279 and 109 px
+        image, mask = synthetic_scene(300, 300, center=center, radii=radii)
+        pairs += pairs_from_arrays(image, mask.astype(np.int32))
+    dataset = InstanceDataset(pairs, augment=False, jitter=False)
+    batch = torch.utils.data.default_collate([dataset[0], dataset[1]])
+    assert batch["crop_side"].tolist() == [2 * 110 - 1 + 2 * G.RELAX, 2 * 25 - 1 + 2 * G.RELAX]   # the boxes' widths
+    batch["x"] = add_guidance_corrections(larger, batch, np.random.default_rng(0), max_rounds=1)
+    assert corrected_rows(batch["x"], 5).all()
+    with torch.no_grad():
+        loss = batch_loss(larger, batch, refine=False, coarse_weight=0.0)
+        as_predicted = larger(batch["x"], larger_corrections=torch.tensor([True, False]))
+        as_first_clicks = larger(batch["x"])
+    assert torch.equal(loss, iog_loss(as_predicted, [], batch["target"], 0.0))
+    assert not torch.equal(loss, iog_loss(as_first_clicks, [], batch["target"], 0.0))
+    assert batch_sizes(wide, batch) == {}                       # a network without the size: as before
 
 
 def test_the_predictor_runs_larger_corrections_on_crops_it_would_shrink(small_mobile):

@@ -70,10 +70,17 @@ def correction_sizes(network, crops) -> dict[str, torch.Tensor]:
     where the first clicks' size would shrink the crop. A smaller crop is enlarged to the frame
     already: a larger pass sees no more of it, only another scale, and on small objects (nuclei,
     cell profiles, leaves) that cost clicks (docs/benchmarks.md, tenth round)."""
+    return correction_sizes_by_side(network, [max(crop.height, crop.width) for crop in crops])
+
+
+def correction_sizes_by_side(network, crop_sides) -> dict[str, torch.Tensor]:
+    """:func:`correction_sizes` from each crop's longer side in image pixels (training's
+    ``batch["crop_side"]``, so a network learns its corrections at the size they will run at)."""
+    network = getattr(network, "module", network)      # DistributedDataParallel
     config = getattr(network, "config", None)
     if getattr(config, "correction_input_size", None) is None:
         return {}
-    return {"larger_corrections": torch.tensor([max(crop.height, crop.width) > config.input_size for crop in crops])}
+    return {"larger_corrections": torch.as_tensor(crop_sides).reshape(-1) > config.input_size}
 
 
 def no_correction_maps(batch: int, size: int = FRAME, like: torch.Tensor | None = None) -> torch.Tensor:

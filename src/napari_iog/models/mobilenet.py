@@ -210,9 +210,9 @@ class IOGMobileNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor, return_coarse: bool = False, larger_corrections: torch.Tensor | None = None):
         """``larger_corrections`` (with ``correction_input_size``): per sample, whether its
-        correction runs at that size; None (training, and anything that does not know the crop):
-        none does, every pass is at ``input_size``, as the network was trained. The predictor says
-        yes for crops the first clicks' size would shrink (``correction_maps.correction_sizes``)."""
+        correction runs at that size; None (anything that does not know the crop): none does,
+        every pass is at ``input_size``. The predictor, the server and training say yes for crops
+        the first clicks' size would shrink (``correction_maps.correction_sizes``)."""
         if x.ndim != 4 or x.shape[1] != self.config.input_channels:
             raise ValueError(f"x must be [B, {self.config.input_channels}, H, W], got {list(x.shape)}")
         out_size = (int(x.shape[-2]), int(x.shape[-1]))   # ints, so an exported graph holds them

@@ -11,7 +11,12 @@ import torch
 from torch import nn
 
 from .. import geometry as G
-from ..correction_maps import correction_maps, no_correction_maps, takes_correction_maps
+from ..correction_maps import (
+    correction_maps,
+    correction_sizes_by_side,
+    no_correction_maps,
+    takes_correction_maps,
+)
 from ..evaluation import next_click
 from ..models import IOGRefineNetwork
 
@@ -83,9 +88,10 @@ def add_guidance_corrections(model: nn.Module, batch: dict[str, torch.Tensor], r
             clicks[i][extra[1]].append(extra[0])
             changed.add(i)
     _redraw(x, inside, outside, clicks, changed)
+    sizes = batch_sizes(model, batch)
     with torch.no_grad():
         for _ in range(_rounds(rng, max_rounds)):
-            predicted = (model(current_input()) > 0)[:, 0].cpu().numpy()
+            predicted = (model(current_input(), **sizes) > 0)[:, 0].cpu().numpy()
             changed = set()
             for i in range(len(target)):
                 click = next_click(predicted[i], target[i], ignore[i])
@@ -117,6 +123,15 @@ def network_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if takes_correction_maps(model) and x.shape[1] == 5:
         return append_correction_maps(x, None, None)
     return x
+
+
+def batch_sizes(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The keyword that runs each sample's correction at the size the predictor would run it
+    (``correction_maps.correction_sizes``; ``{}`` for a network without a
+    ``correction_input_size``, or a batch without crop sides)."""
+    if "crop_side" not in batch:
+        return {}
+    return correction_sizes_by_side(model, batch["crop_side"])
 
 
 def simulate_corrections(model: nn.Module, batch: dict[str, torch.Tensor], rng: np.random.Generator,

@@ -316,7 +316,9 @@ class InstanceDataset(torch.utils.data.Dataset):
             ignore_crop = G.crop_padded(ignore.astype(np.float32), crop)
             unknown = G.resize_bilinear(torch.from_numpy(ignore_crop)[None, None], (G.FRAME, G.FRAME))[0]
             target[unknown >= 0.5] = -1.0
-        sample = {"x": x, "target": target}
+        # the crop's longer side in image pixels: where the first clicks' input would shrink it,
+        # a network with a correction_input_size runs (so trains) its corrections larger
+        sample = {"x": x, "target": target, "crop_side": torch.tensor(max(crop.height, crop.width))}
         if self.refine:
             sample["clicks"] = clicks
         else:   # the points the guidance maps were drawn from, for simulated corrections

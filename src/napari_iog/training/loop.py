@@ -58,7 +58,7 @@ from .config import (
     TrainConfig,
     TrainingError,
 )
-from .corrections import correction_map_weights, network_input, simulate_corrections
+from .corrections import batch_sizes, correction_map_weights, network_input, simulate_corrections
 from .data import InstanceDataset, Pair, validation_instances
 from .events import CheckpointSaved, StepDone, TrainingEnded, TrainingEvent, TrainingStarted, Validated
 
@@ -108,7 +108,7 @@ def batch_loss(model: nn.Module, batch: dict[str, torch.Tensor], refine: bool,
     if refine:
         fine, coarse = model(batch["x"], batch["clicks"], return_coarse=True)
     else:
-        fine, coarse = model(network_input(model, batch["x"]), return_coarse=True)
+        fine, coarse = model(network_input(model, batch["x"]), return_coarse=True, **batch_sizes(model, batch))
     return iog_loss(fine, coarse, batch["target"], coarse_weight)
 
 
