@@ -209,6 +209,31 @@ def test_fine_tuned_models_of_the_cache_are_in_both_model_lists(docks):
     assert isinstance(finetune, FineTuneWidget)
 
 
+def test_the_loading_seconds_stop_when_the_model_arrives(qtbot):
+    """The ticker must not write "loading ..." over the status the model's arrival sets: the worker
+    ends a moment after its result, and on a busy machine a tick fell in between (the status then
+    said "loading" for good). The worker is a stand-in whose result and end the test hands over."""
+    from napari_iog._napari.model_choice import ModelLoading
+
+    class HeldWork:
+        running = True
+
+        def start(self, function, *args, returned, errored, finished, **kwargs):
+            self.returned, self.finished = returned, finished
+
+    said = []
+    loading = ModelLoading(said.append)
+    loading.work = HeldWork()
+    loading.start("model.pt", "cpu", returned=lambda model: said.append(f"using {model}"), errored=said.append,
+                  finished=lambda: said.append("ended"))
+    assert said == ["loading model.pt ... 0 s"]
+    loading.work.returned("the model")
+    qtbot.wait(1200)                          # the worker has not ended yet: the ticker's 500 ms pass
+    assert said[-1] == "using the model"
+    loading.work.finished()
+    assert said[1:] == ["using the model", "ended"]
+
+
 def test_a_long_first_load_shows_that_it_is_working(docks, qtbot, monkeypatch):
     """A slow model start (an ONNX export, say) shows the seconds so far and why, not just 'loading'."""
     import itertools

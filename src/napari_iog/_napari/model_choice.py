@@ -209,12 +209,21 @@ class ModelLoading:
         timer.start(500)
         tick()
 
+        def after_ticks(callback: Callable) -> Callable:
+            # the worker ends a moment after its result: a tick in between would write "loading"
+            # over the status the model's arrival had just set (seen on a busy machine)
+            def stop_then(value) -> None:
+                timer.stop()
+                callback(value)
+            return stop_then
+
         def ended() -> None:
             timer.stop()
             bar.close()
             finished()
 
+        handlers = {"returned": after_ticks(returned), "errored": after_ticks(errored), "finished": ended}
         if is_server(model):
-            self.work.start(RemotePredictor, model, returned=returned, errored=errored, finished=ended)
+            self.work.start(RemotePredictor, model, **handlers)
         else:
-            self.work.start(IOGPredictor, model, device=device, returned=returned, errored=errored, finished=ended)
+            self.work.start(IOGPredictor, model, device=device, **handlers)
