@@ -226,7 +226,7 @@ def test_the_loading_seconds_stop_when_the_model_arrives(qtbot):
     loading.work = HeldWork()
     loading.start("model.pt", "cpu", returned=lambda model: said.append(f"using {model}"), errored=said.append,
                   finished=lambda: said.append("ended"))
-    assert said == ["loading model.pt ... 0 s"]
+    assert len(said) == 1 and said[0].startswith("loading model.pt ... ")    # its seconds are the machine's
     loading.work.returned("the model")
     qtbot.wait(1200)                          # the worker has not ended yet: the ticker's 500 ms pass
     assert said[-1] == "using the model"
