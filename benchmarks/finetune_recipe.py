@@ -5,7 +5,9 @@
         [--steps 200] [--batch-size 4] [--objects 100] [--out FILE]
 
 For each domain, ``napari-iog train``'s loop fine-tunes the shipped default on the domain's
-training part (ssTEM slices 0-9, CVPPP plants 1-80, the first 60 DSB2018 images that are not held out),
+training part (ssTEM slices 0-9, CVPPP plants 1-80, the first 60 DSB2018 images that are not held out;
+for the two domains the default never saw, from ``get-more.sh``'s folder ``--more-root``: MoNuSeg's 13
+training tiles with their XML, CWFID's training images),
 ``--steps`` steps of ``--batch-size``, once per recipe (``TrainConfig`` fields, ``name=value``
 separated by commas; the rest at ``napari-iog train``'s defaults), and the simulated user (20
 clicks) scores the result on ``--objects`` held-out objects (``evaluate --dataset
@@ -15,8 +17,11 @@ mIoU@3, mIoU@5, NoC@90, the share of objects never at 0.90, the share of correct
 the mask worse and the training seconds of each run as JSON. ``--training-objects N`` also scores N
 objects of the training part itself (a fixed random choice), under ``"training_part"``: a recipe
 that lowers even the objects it trained on is spoiling the network, not failing to generalise.
-``--blends 0.5 ...`` also scores each tuned network's weights moved back toward the default's
-(base + share x (tuned - base), as WiSE-FT does), without training again.
+Each run keeps all that training changed (``blend=1``, unless the recipe names a ``blend``); ``--blends
+0.5 ...`` also scores its weights moved back toward the default's (base + share x (tuned - base), as
+WiSE-FT does), without training again: 0.5 is what ``napari-iog train`` saves by default. (Runs before
+2026-12-06's twelfth session left the blend at that default, so their "recipe" rows were halfway and
+their "blend 0.5" rows a quarter of the way.)
 """
 
 from __future__ import annotations
@@ -44,10 +49,18 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
 
+#: the domains the shipped default never trained on, read from ``get-more.sh``'s folder
+UNSEEN = ("monuseg", "cwfid")
+
+
 def training_part(domain: str, root: Path):
     from napari_iog.training.data import cvppp_pairs, sstem_pairs
-    from napari_iog.training.sources import dsb_pairs
+    from napari_iog.training.sources import cwfid_pairs, dsb_pairs, monuseg_pairs
 
+    if domain == "monuseg":
+        return monuseg_pairs(root / "monuseg")
+    if domain == "cwfid":
+        return cwfid_pairs(root / "cwfid")
     if domain == "sstem":
         return sstem_pairs(root / "sstem_vnc", range(0, 10))
     if domain == "cvppp":
@@ -101,6 +114,8 @@ def main(argv=None) -> int:
                         help="also score base + a (tuned - base) for each a given (weight-space ensembles, "
                              "WiSE-FT): a < 1 keeps part of what the default knew")
     parser.add_argument("--data-root", type=Path, default=DATA)
+    parser.add_argument("--more-root", type=Path, default=None,
+                        help=f"get-more.sh's folder, for the domains {' and '.join(UNSEEN)}")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "finetune-recipe.json")
     args = parser.parse_args(argv)
     results: dict = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
@@ -108,12 +123,17 @@ def main(argv=None) -> int:
                      "batch_size": args.batch_size, "objects": args.objects, "held_out": args.held_out,
                      "domains": {}}
     for domain in args.domains:
-        held_out = held_out_domain(domain, args.data_root)
+        root = args.data_root
+        if domain in UNSEEN:
+            if args.more_root is None:
+                raise SystemExit(f"{domain}: give --more-root, the folder get-more.sh wrote")
+            root = args.more_root
+        held_out = held_out_domain(domain, root)
         if args.held_out == "first":
             instances = validation_instances(held_out, limit=None)[:args.objects]
         else:
             instances = validation_instances(held_out, limit=args.objects, seed=0)
-        pairs = training_part(domain, args.data_root)
+        pairs = training_part(domain, root)
         seen = validation_instances(pairs, limit=args.training_objects, seed=0) if args.training_objects else []
 
         def scores(model) -> dict:
@@ -125,7 +145,7 @@ def main(argv=None) -> int:
             with tempfile.TemporaryDirectory() as folder:
                 out = Path(folder) / "tuned.pt"
                 config = TrainConfig(out=str(out), steps=args.steps, batch_size=args.batch_size,
-                                     val_objects=0, val_fraction=0.0, **recipe(text))
+                                     val_objects=0, val_fraction=0.0, **{"blend": 1.0, **recipe(text)})
                 started = time.perf_counter()
                 train(config, pairs)
                 seconds = time.perf_counter() - started

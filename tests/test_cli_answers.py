@@ -154,6 +154,6 @@ def test_held_out_domains_are_scored_by_name(tmp_path, monkeypatch):
     from napari_iog.cli import _evaluation_instances
     from napari_iog.training.sources import HELD_OUT_DOMAINS
 
-    assert set(HELD_OUT_DOMAINS) == {"sstem", "cvppp", "dsb2018"}
+    assert set(HELD_OUT_DOMAINS) == {"sstem", "cvppp", "dsb2018", "monuseg", "cwfid"}
     with pytest.raises(FileNotFoundError):
         _evaluation_instances("sstem", str(tmp_path))            # not there: a clear missing-data error

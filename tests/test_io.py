@@ -97,6 +97,22 @@ def test_tif_round_trip_in_memory_and_from_zarr(tmp_path):
     np.testing.assert_array_equal(L.coco_to_labels(coco), big[:])
 
 
+def test_compressed_tiffs_open_as_slide_scanners_write_them(tmp_path):
+    """LZW and deflate TIFFs (what Aperio, QuPath and most microscope software save) read like
+    uncompressed ones: an H&E tile and its labels."""
+    import tifffile
+
+    from napari_iog.io import read_image
+
+    rgb = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    labels = some_labels()
+    for compression in ("lzw", "zlib"):
+        tifffile.imwrite(tmp_path / f"tile-{compression}.tif", rgb, compression=compression)
+        tifffile.imwrite(tmp_path / f"labels-{compression}.tif", labels, compression=compression)
+        np.testing.assert_array_equal(read_image(tmp_path / f"tile-{compression}.tif"), rgb)
+        np.testing.assert_array_equal(L.read_labels(tmp_path / f"labels-{compression}.tif"), labels)
+
+
 def test_files_that_are_not_labels_say_so(tmp_path):
     (tmp_path / "x.json").write_text("{not json")
     with pytest.raises(L.LabelsFileError, match="not a JSON file"):

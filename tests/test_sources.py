@@ -12,7 +12,7 @@ from scipy.io import savemat
 from napari_iog.io.coco import encode_rle
 from napari_iog.training.data import InstanceDataset, Pair
 from napari_iog.training.loop import iog_loss
-from napari_iog.training.sources import ccp_pairs, coco_pairs, dsb_pairs, pet_pairs
+from napari_iog.training.sources import ccp_pairs, coco_pairs, cwfid_pairs, dsb_pairs, monuseg_pairs, pet_pairs
 
 
 def _photo(shape=(120, 160), seed=0):
@@ -111,6 +111,54 @@ def test_dsb_holds_out_every_tenth_image(tmp_path):
     assert held[0].rgb.shape == (64, 64, 3) and set(np.unique(held[0].labels)) == {0, 1, 300}
 
 
+def _aperio_xml(path, squares):
+    regions = "".join(
+        f'<Region Id="{k}"><Vertices>' + "".join(f'<Vertex X="{x}" Y="{y}"/>' for x, y in
+                                                 [(x0, y0), (x0 + side, y0), (x0 + side, y0 + side), (x0, y0 + side)])
+        + "</Vertices></Region>" for k, (x0, y0, side) in enumerate(squares, start=1))
+    path.write_text(f'<Annotations><Annotation Id="1"><Regions>{regions}</Regions></Annotation></Annotations>')
+
+
+def test_monuseg_nuclei_from_aperio_polygons_and_its_test_tiles_held_out(tmp_path):
+    train = tmp_path / "datasets" / "MoNuSegTrainingData"
+    test = tmp_path / "datasets" / "MoNuSegTestData"
+    for folder in (train / "Tissue_Images", train / "Annotations", test):
+        folder.mkdir(parents=True)
+    for name in ("a", "b"):     # b's XML is absent, as in a partial copy of the repository
+        iio.imwrite(train / "Tissue_Images" / f"{name}.tif", _photo((60, 80)))
+    _aperio_xml(train / "Annotations" / "a.xml", [(10, 10, 20), (50, 30, 10)])
+    iio.imwrite(test / "c.tif", _photo((60, 80), seed=1))
+    _aperio_xml(test / "c.xml", [(5, 5, 30)])
+    pairs, held = monuseg_pairs(tmp_path), monuseg_pairs(tmp_path, held_out=True)
+    assert [p.name for p in pairs] == ["monuseg/a"] and [p.name for p in held] == ["monuseg/c"]
+    labels = pairs[0].labels
+    assert labels.shape == (60, 80) and set(np.unique(labels)) == {0, 1, 2}
+    assert (labels == 1).sum() == 400 and labels[20, 20] == 1 and labels[35, 55] == 2
+    assert "CC BY-NC-SA" in pairs[0].source
+
+
+def test_cwfid_plants_are_their_polygons_cut_to_the_vegetation(tmp_path):
+    for folder in ("images", "annotations", "masks"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "train_test_split.yaml").write_text("train: [1, 2]\ntest: [2, 3]\n")
+    soil = np.ones((60, 80), bool)
+    soil[10:40, 10:30] = False          # a leaf inside the first plant's loose polygon
+    soil[45:55, 60:70] = False          # a weed's leaf
+    for number in (1, 2, 3):
+        iio.imwrite(tmp_path / "images" / f"{number:03d}_image.png", _photo((60, 80), seed=number))
+        iio.imwrite(tmp_path / "masks" / f"{number:03d}_mask.png", soil.astype(np.uint8) * 255)
+        (tmp_path / "annotations" / f"{number:03d}_annotation.yaml").write_text(
+            f"filename: {number:03d}_image.png\nannotation:\n"
+            "- type: crop\n  points:\n    x: [5.0, 35.0, 35.0, 5.0]\n    y: [5.0, 5.0, 45.0, 45.0]\n"
+            "- type: weed\n  points:\n    x: [58.0, 72.0, 72.0, 58.0]\n    y: [43.0, 43.0, 57.0, 57.0]\n")
+    train, held = cwfid_pairs(tmp_path), cwfid_pairs(tmp_path, held_out=True)
+    # an image the split lists as both training and test is training, never measured on
+    assert [p.name for p in train] == ["cwfid/001", "cwfid/002"] and [p.name for p in held] == ["cwfid/003"]
+    labels = held[0].labels
+    np.testing.assert_array_equal(labels == 1, ~soil & (np.arange(80) < 40)[None, :])
+    np.testing.assert_array_equal(labels == 2, ~soil & (np.arange(80) >= 40)[None, :])
+
+
 @pytest.mark.parametrize("augment", [False, True])
 def test_ignored_pixels_reach_the_target_and_the_loss_leaves_them_out(augment):
     labels = np.zeros((96, 96), np.int32)
@@ -132,7 +180,7 @@ def test_ignored_pixels_reach_the_target_and_the_loss_leaves_them_out(augment):
     assert torch.isclose(iog_loss(changed, coarse, target[None]), loss)
 
 
-@pytest.mark.parametrize("reader", [coco_pairs, ccp_pairs, pet_pairs, dsb_pairs])
+@pytest.mark.parametrize("reader", [coco_pairs, ccp_pairs, pet_pairs, dsb_pairs, monuseg_pairs, cwfid_pairs])
 def test_an_absent_set_says_so_for_the_recipe_to_skip_it(tmp_path, reader):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         reader(tmp_path)

@@ -29,7 +29,7 @@ def _method(spec: str, device: str, postprocess: bool = False, precision: str = 
 
 def _evaluation_instances(dataset: str, data_root: str | None) -> list:
     """A benchmark (grabcut, berkeley), a held-out domain by name (sstem, cvppp, dsb2018: the
-    objects the default never trained on) or a folder."""
+    objects the default never trained on; monuseg, cwfid: domains it never saw) or a folder."""
     from . import evaluation as E
     from .training.data import validation_instances
     from .training.sources import HELD_OUT_DOMAINS, held_out_domain
@@ -120,7 +120,8 @@ def add_evaluate_parser(sub) -> None:
     evaluate = sub.add_parser("evaluate", help="simulated-user evaluation (mIoU@k, NoC@85/90)")
     evaluate.add_argument("--dataset", required=True,
                           help="grabcut, berkeley, a held-out domain (sstem, cvppp, dsb2018: what the default "
-                               "never trained on), or a folder (GrabCut/Berkeley layout or images/ + labels/)")
+                               "never trained on; monuseg, cwfid: domains it never saw, in get-more.sh's folder), "
+                               "or a folder (GrabCut/Berkeley layout or images/ + labels/)")
     evaluate.add_argument("--model", action="append", default=None,
                           help="a zoo name, a checkpoint path, 'box' or 'grabcut'; repeat to compare "
                                f"(default: {zoo.DEFAULT_MODEL}, the model that ships with napari-iog)")

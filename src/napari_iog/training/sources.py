@@ -24,6 +24,8 @@ COCO_SOURCE = "COCO 2017 (Lin et al. 2014): annotations CC BY 4.0, images under 
 CCP_SOURCE = "Clothing Co-Parsing (Yang et al. 2014): repository licence Apache-2.0, photos from chictopia.com"
 PETS_SOURCE = "Oxford-IIIT Pet (Parkhi et al. 2012), sample of 600: CC BY-SA 4.0"
 DSB_SOURCE = "2018 Data Science Bowl stage1_train (Caicedo et al. 2019, BBBC038) with community fixes: CC0 1.0"
+MONUSEG_SOURCE = "MoNuSeg (Kumar et al. 2017), H&E tiles from TCGA: CC BY-NC-SA 4.0"
+CWFID_SOURCE = "Crop/Weed Field Image Dataset (Haug & Ostermann 2014): non-commercial research only"
 #: the smallest object kept from the natural sets, in pixels
 NATURAL_MIN_AREA = 400
 #: COCO 2017's licence ids of its non-commercial Flickr licences (by-nc-sa, by-nc, by-nc-nd), for
@@ -162,16 +164,86 @@ def dsb_pairs(root: str | Path, held_out: bool = False, every: int = 10) -> list
     return pairs
 
 
+def monuseg_pairs(root: str | Path, held_out: bool = False) -> list[Pair]:
+    """MoNuSeg H&E nuclei (``get-more.sh``'s layout): one Aperio XML polygon per nucleus. The
+    training tiles (``held_out=False``) or the challenge's test tiles; a tile without its XML is
+    skipped (a partial copy lacks some)."""
+    root = Path(root) / "datasets"
+    if held_out:
+        found = [(xml, xml.with_suffix(".tif")) for xml in sorted((root / "MoNuSegTestData").glob("*.xml"))]
+    else:
+        found = [(xml, root / "MoNuSegTrainingData" / "Tissue_Images" / f"{xml.stem}.tif")
+                 for xml in sorted((root / "MoNuSegTrainingData" / "Annotations").glob("*.xml"))]
+    found = [(xml, tile) for xml, tile in found if tile.is_file()]
+    if not found:
+        raise FileNotFoundError(f"{root}: no MoNuSeg tiles with their XML")
+    pairs = []
+    for xml, tile in found:
+        rgb = _rgb_image(tile)
+        pairs.append(Pair(f"monuseg/{tile.stem}", rgb, _aperio_labels(xml, rgb.shape[:2]), MONUSEG_SOURCE))
+    return pairs
+
+
+def _aperio_labels(xml: Path, size: tuple[int, int]) -> np.ndarray:
+    from xml.etree import ElementTree
+
+    labels = np.zeros(size, np.int32)
+    regions = ElementTree.parse(xml).getroot().iter("Region")
+    for k, region in enumerate(regions, start=1):
+        xy = [(float(v.get("X")), float(v.get("Y"))) for v in region.iter("Vertex")]
+        if len(xy) >= 3:
+            labels[polygons_mask([np.ravel(xy)], size)] = k
+    return labels
+
+
+def cwfid_pairs(root: str | Path, held_out: bool = False) -> list[Pair]:
+    """CWFID field images: one polygon per plant (crop or weed), cut to the set's pixel mask of
+    vegetation, since the polygons are drawn loosely around the leaves. The split is the set's own
+    ``train_test_split.yaml`` (an image listed in both is training)."""
+    import yaml
+
+    root = Path(root)
+    split = root / "train_test_split.yaml"
+    if not split.is_file():
+        raise FileNotFoundError(f"{root}: no train_test_split.yaml")
+    parts = yaml.safe_load(split.read_text())
+    numbers = sorted(set(parts["test"]) - set(parts["train"])) if held_out else sorted(parts["train"])
+    pairs = []
+    for number in numbers:
+        image = root / "images" / f"{number:03d}_image.png"
+        plants = root / "annotations" / f"{number:03d}_annotation.yaml"
+        vegetation_path = root / "masks" / f"{number:03d}_mask.png"
+        if not (image.is_file() and plants.is_file() and vegetation_path.is_file()):
+            continue
+        rgb = _rgb_image(image)
+        vegetation = read_label_image(vegetation_path) == 0   # the set's masks mark the soil
+        labels = np.zeros(rgb.shape[:2], np.int32)
+        for k, plant in enumerate(yaml.safe_load(plants.read_text()).get("annotation") or [], start=1):
+            points = plant["points"]
+            xs, ys = np.atleast_1d(points["x"]), np.atleast_1d(points["y"])
+            if len(xs) >= 3:
+                labels[polygons_mask([np.column_stack([xs, ys]).ravel()], labels.shape) & vegetation] = k
+        if labels.any():
+            pairs.append(Pair(f"cwfid/{number:03d}", rgb, labels, CWFID_SOURCE))
+    if not pairs:
+        raise FileNotFoundError(f"{root}: no CWFID images with their annotation and mask")
+    return pairs
+
+
 def held_out_domain(name: str, root: str | Path) -> list[Pair]:
     """The objects of a domain that the shipped default never trained on, by name: ``sstem``
     (ssTEM stack1 slices 10-19), ``cvppp`` (CVPPP A1 plants 81 on), ``dsb2018`` (every 10th
-    image), read from ``root`` (the folder that holds sstem_vnc/, cvppp_a1/, dsb2018/)."""
+    image), read from ``root`` (the folder that holds sstem_vnc/, cvppp_a1/, dsb2018/); and two
+    domains the default has not seen at all, from ``get-more.sh``'s folder: ``monuseg`` (its test
+    tiles) and ``cwfid`` (its test images)."""
     from .data import cvppp_pairs, sstem_pairs
 
     root = Path(root)
     readers = {"sstem": lambda: sstem_pairs(root / "sstem_vnc", range(10, 20)),
                "cvppp": lambda: cvppp_pairs(root / "cvppp_a1", range(81, 1000)),
-               "dsb2018": lambda: dsb_pairs(root / "dsb2018", held_out=True)}
+               "dsb2018": lambda: dsb_pairs(root / "dsb2018", held_out=True),
+               "monuseg": lambda: monuseg_pairs(root / "monuseg", held_out=True),
+               "cwfid": lambda: cwfid_pairs(root / "cwfid", held_out=True)}
     if name not in readers:
         raise ValueError(f"unknown domain {name!r}: known are {', '.join(HELD_OUT_DOMAINS)}")
     return readers[name]()
@@ -179,4 +251,5 @@ def held_out_domain(name: str, root: str | Path) -> list[Pair]:
 
 #: ``held_out_domain``'s names, with what each holds.
 HELD_OUT_DOMAINS = {"sstem": "ssTEM stack1 slices 10-19", "cvppp": "CVPPP A1 plants 81 on",
-                    "dsb2018": "DSB2018 every 10th image"}
+                    "dsb2018": "DSB2018 every 10th image", "monuseg": "MoNuSeg H&E test tiles (get-more.sh)",
+                    "cwfid": "CWFID field plants, test images (get-more.sh)"}
