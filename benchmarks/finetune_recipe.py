@@ -17,6 +17,9 @@ mIoU@3, mIoU@5, NoC@90, the share of objects never at 0.90, the share of correct
 the mask worse and the training seconds of each run as JSON. ``--training-objects N`` also scores N
 objects of the training part itself (a fixed random choice), under ``"training_part"``: a recipe
 that lowers even the objects it trained on is spoiling the network, not failing to generalise.
+``--validate 0.2`` holds out that share of the training part's images as ``napari-iog train`` does; their
+objects validate the run, and (with ``blend=default`` in the recipe) choose at its end between keeping all
+that training changed and halfway, as ``napari-iog train`` saves by default.
 Each run keeps all that training changed (``blend=1``, unless the recipe names a ``blend``); ``--blends
 0.5 ...`` also scores its weights moved back toward the default's (base + share x (tuned - base), as
 WiSE-FT does), without training again: 0.5 is what ``napari-iog train`` saves by default. (Runs before
@@ -40,7 +43,7 @@ from napari_iog import zoo
 from napari_iog.evaluation import IOGMethod, evaluate
 from napari_iog.models.checkpoint import load_model
 from napari_iog.predictor import IOGPredictor
-from napari_iog.training import TrainConfig, train, validation_instances
+from napari_iog.training import TrainConfig, split_pairs, train, validation_instances
 from napari_iog.training.config import _kind
 from napari_iog.training.loop import blended_weights
 from napari_iog.training.sources import held_out_domain
@@ -93,7 +96,10 @@ def recipe(text: str, of=TrainConfig, fixed=("out", "steps", "batch_size")) -> d
         if name not in types or name in fixed:
             raise SystemExit(f"not a setting here: {name!r}")
         kind = types[name]
-        settings[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+        if value == "default":
+            settings[name] = None
+        else:
+            settings[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
     return settings
 
 
@@ -108,6 +114,9 @@ def main(argv=None) -> int:
                         help="which held-out objects score: a fixed random choice over every held-out image "
                              "(spread), or the first in file order (first: the runs before 2026-12-05's sixth "
                              "session, which took 60 objects from 1-5 images)")
+    parser.add_argument("--validate", type=float, default=0.0,
+                        help="hold out this share of the training part's images for the run's validation, as "
+                             "napari-iog train does (0.2 there); 0 (default): none")
     parser.add_argument("--training-objects", type=int, default=0,
                         help="also score this many objects of the training part (0: none)")
     parser.add_argument("--blends", nargs="*", type=float, default=[],
@@ -133,7 +142,7 @@ def main(argv=None) -> int:
             instances = validation_instances(held_out, limit=None)[:args.objects]
         else:
             instances = validation_instances(held_out, limit=args.objects, seed=0)
-        pairs = training_part(domain, root)
+        pairs, val_pairs, _ = split_pairs(training_part(domain, root), args.validate)
         seen = validation_instances(pairs, limit=args.training_objects, seed=0) if args.training_objects else []
 
         def scores(model) -> dict:
@@ -145,11 +154,12 @@ def main(argv=None) -> int:
             with tempfile.TemporaryDirectory() as folder:
                 out = Path(folder) / "tuned.pt"
                 config = TrainConfig(out=str(out), steps=args.steps, batch_size=args.batch_size,
-                                     val_objects=0, val_fraction=0.0, **{"blend": 1.0, **recipe(text)})
+                                     **{"val_objects": 200 if val_pairs else 0, "blend": 1.0, **recipe(text)})
                 started = time.perf_counter()
-                train(config, pairs)
+                summary = train(config, pairs, val_pairs)
                 seconds = time.perf_counter() - started
-                runs[text] = {**scores(str(out)), "train_seconds": round(seconds, 1)}
+                runs[text] = {**scores(str(out)), "train_seconds": round(seconds, 1), "blend": summary["blend"],
+                              **({"blend_scores": summary["blend_scores"]} if summary["blend_scores"] else {})}
                 print(domain, text, runs[text], flush=True)
                 for share in args.blends:
                     name = f"{text}, blend {share:g}"

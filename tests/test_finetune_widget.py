@@ -9,7 +9,7 @@ napari = pytest.importorskip("napari")
 
 from napari_iog import zoo  # noqa: E402
 from napari_iog._napari.annotator_widget import AnnotatorWidget  # noqa: E402
-from napari_iog._napari.finetune_widget import FROM_FILE, FineTuneWidget  # noqa: E402
+from napari_iog._napari.finetune_widget import FROM_FILE, USE_TEXT, FineTuneWidget  # noqa: E402
 from napari_iog.models import build_model, load_model, save_model  # noqa: E402
 from napari_iog.training import events  # noqa: E402
 
@@ -147,6 +147,22 @@ def test_a_worse_model_is_said_so_and_not_pushed(make_napari_viewer, tiny_model,
     widget._finished(0)
     assert widget.worse and "WORSE" in widget.status.value and "napari-iog-default" in widget.status.value
     assert widget.use_button.text == "Use it anyway"
+
+
+def test_the_status_says_when_the_run_kept_all_of_its_change(make_napari_viewer, tiny_model, tmp_path):
+    """A domain the base never saw: the run's end found all of the change better than halfway on
+    the held-out objects and saved it whole; the dock says so, with the figure it beat."""
+    viewer = annotated_viewer(make_napari_viewer)
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-iog", "IOG fine-tune")
+    widget.out_path, widget._base_used = tmp_path / "plants.pt", "napari-iog-default"
+    widget.on_event(events.from_json('{"event": "end", "status": "complete", "out": "plants.pt", '
+                                     '"arch": "iog-resnet18", "steps": 200, "total_steps": 200, '
+                                     '"val_miou_before": 0.412, "val_miou_after": 0.805, "blend": 1.0, '
+                                     '"blend_scores": {"0.5": 0.741, "1": 0.805}}'))
+    widget._finished(0)
+    assert "0.412 -> 0.805 (all of training's change kept: halfway back to the base scored 0.741)" in \
+        widget.status.value
+    assert not widget.worse and widget.use_button.text == USE_TEXT and widget.use_button.enabled
 
 
 def test_the_plot_has_axis_values(make_napari_viewer, tmp_path):

@@ -248,7 +248,7 @@ def test_a_fine_tune_saves_the_weights_halfway_between_the_base_and_the_trained_
         return load_model(out).state_dict(), summary
 
     whole, _ = weights(tmp_path / "whole.pt", blend=1.0)
-    half, summary = weights(tmp_path / "half.pt")
+    half, summary = weights(tmp_path / "half.pt", blend=0.5)
     base = load_model(tiny_base).state_dict()
     moved = [k for k, v in base.items() if v.is_floating_point() and not torch.equal(v, whole[k])]
     assert moved
@@ -256,6 +256,44 @@ def test_a_fine_tune_saves_the_weights_halfway_between_the_base_and_the_trained_
         torch.testing.assert_close(half[key], (base[key] + whole[key]) / 2)
     held_out = validation_instances(scenes(1, 10), limit=3)
     assert summary["val_miou_after"] == pytest.approx(validate(load_model(tmp_path / "half.pt"), held_out, "cpu"))
+
+
+@pytest.mark.parametrize("all_kept_does_better", [True, False])
+def test_a_fine_tune_keeps_all_its_change_only_where_its_held_out_objects_say_so(tiny_base, tmp_path, monkeypatch,
+                                                                                all_kept_does_better):
+    """By default the end scores the trained weights against halfway on the held-out objects and
+    saves the trained ones only where they do better by the margin (an unseen domain), else halfway.
+    The stand-in score rises (or falls) with how far a model's weights moved from the base's."""
+    from napari_iog.training import loop
+
+    base = load_model(tiny_base).state_dict()
+
+    def moved(model):
+        return sum(float((v.float() - base[k].float()).norm()) for k, v in model.state_dict().items()
+                   if v.is_floating_point())
+
+    direction = 1.0 if all_kept_does_better else -1.0
+    monkeypatch.setattr(loop, "validate", lambda model, instances, device: 0.5 + direction * 10 * moved(model))
+    run = lambda out, **given: train(quick_config(tiny_base, out, steps=2, lr=1e-3, correction_prob=0.0, **given),
+                                     scenes(2), scenes(1, 10))
+    summary = run(tmp_path / "chosen.pt")
+    told = run(tmp_path / "told.pt", blend=1.0 if all_kept_does_better else 0.5)
+    card = load_model(tmp_path / "chosen.pt").card
+    scores = summary["blend_scores"]
+    assert set(scores) == {"0.5", "1"} and card["blend_scores"] == scores and not told["blend_scores"]
+    assert (scores["1"] > scores["0.5"] + 0.01) is all_kept_does_better
+    expected = 1.0 if all_kept_does_better else 0.5
+    assert summary["blend"] == card["blend"] == expected
+    assert summary["val_miou_after"] == scores["1" if all_kept_does_better else "0.5"]
+    chosen, same = load_model(tmp_path / "chosen.pt").state_dict(), load_model(tmp_path / "told.pt").state_dict()
+    assert all(torch.equal(v, same[k]) for k, v in chosen.items())     # what it said it saved, it saved
+    assert ("all of training's change kept" in events_said(summary)) is all_kept_does_better
+
+
+def events_said(summary: dict) -> str:
+    from napari_iog.training.events import blend_in_words
+
+    return blend_in_words(summary["blend"], summary["blend_scores"])
 
 
 def test_cancel_keeps_a_valid_checkpoint_and_resume_continues_to_the_same_weights(tiny_base, tmp_path):

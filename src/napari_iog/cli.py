@@ -164,6 +164,7 @@ class _TrainingReport:
 
 def _train(args) -> int:
     from .training import CANCELLED_EXIT, TrainConfig, pairs_from_folders, split_pairs, train
+    from .training.events import blend_in_words
 
     rank = int(os.environ.get("RANK", "0"))
     config = TrainConfig.from_args(args)
@@ -201,7 +202,8 @@ def _train(args) -> int:
         agree = len(set(summary["rank_digests"])) == 1
         print(f"\n{summary['status']}: {summary['steps']}/{summary['total_steps']} steps in "
               f"{summary['seconds']:.0f} s; "
-              f"held-out mIoU@3 {fmt(before)} -> {fmt(after)}; model: {summary['out']}"
+              f"held-out mIoU@3 {fmt(before)} -> {fmt(after)}"
+              f"{blend_in_words(summary['blend'], summary['blend_scores'])}; model: {summary['out']}"
               + (f"; weights identical on all {summary['world_size']} ranks: {'yes' if agree else 'NO'}"
                  if summary["world_size"] > 1 else ""))
     return 0 if summary["status"] == "complete" else CANCELLED_EXIT

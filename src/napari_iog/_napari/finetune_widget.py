@@ -333,7 +333,8 @@ class FineTuneWidget(Container):
             complete = result.complete
             head = "done" if complete else f"cancelled at step {result.steps}"
             before, after = result.val_miou_before, result.val_miou_after
-            self.status.value = (f"{head}: held-out mIoU@3 {fmt(before)} -> {fmt(after)}; saved {self.out_path}")
+            self.status.value = (f"{head}: held-out mIoU@3 {fmt(before)} -> {fmt(after)}"
+                                 f"{result.blend_said}; saved {self.out_path}")
             if complete:      # nothing left to resume: the resume state would only take space
                 state_path(self.out_path).unlink(missing_ok=True)
             self.use_button.enabled = True

@@ -83,6 +83,12 @@ class TrainingEnded:
     seconds: float = 0.0
     world_size: int = 1
     rank_digests: list[str] = field(default_factory=list)
+    blend: float = 1.0              # the share of training's change the saved model keeps
+    blend_scores: dict[str, float | None] = field(default_factory=dict)   # held-out mIoU@3 by share, when chosen
+
+    @property
+    def blend_said(self) -> str:
+        return blend_in_words(self.blend, self.blend_scores)
 
     @property
     def complete(self) -> bool:
@@ -106,3 +112,13 @@ def from_json(line: str | dict[str, Any]) -> TrainingEvent:
     if kind not in KINDS:
         raise ValueError(f"not a training event: {str(line)[:80]!r}")
     return KINDS[kind](**data)
+
+
+def blend_in_words(blend: float, scores: dict[str, float | None]) -> str:
+    """What the end of a fine-tune chose to save, in words, where it chose (held-out objects given)."""
+    if len(scores) < 2 or None in scores.values():
+        return ""
+    halfway = next(v for k, v in scores.items() if k != "1")
+    if blend == 1.0:
+        return f" (all of training's change kept: halfway back to the base scored {halfway:.3f})"
+    return f" (saved halfway back to the base: all of the change scored {scores['1']:.3f})"

@@ -7,7 +7,8 @@ a few annotated objects needs). Linear warm-up then cosine decay; bf16 autocast 
 gradient accumulation; an optional frozen backbone (only the heads learn: fast on a CPU).
 Fine-tuning trained weights has its own defaults, by measurement (``FINETUNE_LR``,
 ``FINETUNE_COARSE_WEIGHT``, ``FINETUNE_BLEND``): AdamW at 1e-4, the coarse outputs weighed 0.1,
-and the saved model halfway between the base's weights and the trained ones (``blend``).
+and the saved model halfway between the base's weights and the trained ones (``blend``), unless
+the held-out objects score the trained ones better by ``KEEP_ALL_MARGIN`` at the end.
 
 Validation: the held-out objects are segmented by :class:`~napari_iog.predictor.IOGPredictor`
 with the simulated user's three clicks (mIoU@3), before training and after every epoch.
@@ -55,6 +56,7 @@ from .config import (
     FINETUNE_BLEND,
     FINETUNE_COARSE_WEIGHT,
     FINETUNE_LR,
+    KEEP_ALL_MARGIN,
     TrainConfig,
     TrainingError,
 )
@@ -161,6 +163,9 @@ class Blended:
         self.trained, self.share = model, share
         self.base = {k: v.detach().clone() for k, v in model.state_dict().items()} if share < 1 else None
 
+    def keep_all(self) -> None:
+        self.share, self.base = 1.0, None
+
     def model(self) -> nn.Module:
         if self.base is None:
             return self.trained
@@ -254,6 +259,8 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
         FINETUNE_COARSE_WEIGHT if fine_tune else 1.0
     share = config.blend if config.blend is not None else FINETUNE_BLEND if fine_tune else 1.0
     handed_out = Blended(model, share)      # before a resume loads the trained weights: the base's
+    choose_blend = config.blend is None and share < 1
+    blend_scores: dict[str, float | None] = {}
     wd = config.weight_decay if config.weight_decay is not None else DEFAULT_WEIGHT_DECAY[config.optimizer]
     if config.correction_maps_only:
         wd = 0.0    # decay would shrink the first conv's image and guidance weights, which must not change
@@ -310,12 +317,23 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
             dist.barrier()
         return miou
 
+    def keep_all_if_better(halfway: float | None) -> float | None:
+        """The end's held-out score, after keeping all of training's change where it does better."""
+        all_kept = validate(handed_out.trained, val_instances, device) if rank == 0 else None
+        better = rank == 0 and halfway is not None and all_kept >= halfway + KEEP_ALL_MARGIN
+        blend_scores.update({f"{handed_out.share:g}": halfway, "1": all_kept})
+        if _any_rank(better, world, device):     # also keeps the other ranks waiting for rank 0
+            handed_out.keep_all()
+            return all_kept
+        return halfway
+
     def save(status: str) -> None:
         if rank != 0:
             return
         elapsed = seconds_before + time.perf_counter() - start
         after = history["val"][-1][1] if history["val"] else None
-        card = {**card_base, "status": status, "steps": step, "seconds": round(elapsed, 1),
+        card = {**card_base, "blend": handed_out.share, **({"blend_scores": blend_scores} if blend_scores else {}),
+                "status": status, "steps": step, "seconds": round(elapsed, 1),
                 "val_miou_before": val_before, "val_miou_after": after,
                 "val_history": [list(v) for v in history["val"]]}
         save_model(handed_out.model(), out, card, half=config.half)
@@ -399,6 +417,8 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
             epoch += 1
             if val_instances:
                 miou = run_validation()
+                if choose_blend and step >= total:
+                    miou = keep_all_if_better(miou)
                 history["val"].append([step, miou])
                 emit(Validated(step, epoch, miou))
                 set_train_mode(module, freeze_bn)
@@ -415,7 +435,8 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
     ended = TrainingEnded(status, str(out), module.arch, step, total, resumed_from, dataset.stats.objects,
                           dataset.stats.to_dict(), len(val_instances), val_before, after, history["val"],
                           history["loss"][-1][1] if history["loss"] else None,
-                          round(seconds_before + time.perf_counter() - start, 1), world, digests)
+                          round(seconds_before + time.perf_counter() - start, 1), world, digests,
+                          handed_out.share, blend_scores)
     emit(ended)
     return asdict(ended)
 
