@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     instances = _evaluation_instances(args.dataset, str(args.data_root))[:args.objects]
     results = {"dataset": args.dataset, "objects": len(instances), "warmup": args.warmup, "steps": args.steps,
                "commit": args.commit, "date": time.strftime("%Y-%m-%d"), "settings": {}}
+    out = args.out or Path(__file__).parent / "results" / f"learn-settings-{args.dataset}.json"
     for text in args.settings:
         started = time.perf_counter()
         settings = LearnSettings(**recipe(text, LearnSettings, fixed=()))
@@ -55,8 +56,7 @@ def main(argv=None) -> int:
         results["settings"][text] = {**after, "swaps": result.get("swaps"),
                                      "seconds": round(time.perf_counter() - started)}
         print(text, results["settings"][text], flush=True)
-    out = args.out or Path(__file__).parent / "results" / f"learn-settings-{args.dataset}.json"
-    out.write_text(json.dumps(results, indent=1))
+        out.write_text(json.dumps(results, indent=1))     # after each setting: a stopped run keeps those done
     return 0
 
 
