@@ -265,6 +265,7 @@ def test_a_fine_tune_keeps_all_its_change_only_where_its_held_out_objects_say_so
     saves the trained ones only where they do better by the margin (an unseen domain), else halfway.
     The stand-in score rises (or falls) with how far a model's weights moved from the base's."""
     from napari_iog.training import loop
+    from napari_iog.training.events import blend_in_words
 
     base = load_model(tiny_base).state_dict()
 
@@ -286,16 +287,11 @@ def test_a_fine_tune_keeps_all_its_change_only_where_its_held_out_objects_say_so
     assert summary["val_miou_after"] == scores["1" if all_kept_does_better else "0.5"]
     # what it said it saved, it saved: the saved weights score what the chosen share scored
     assert 0.5 + direction * 10 * moved(saved) == pytest.approx(summary["val_miou_after"], rel=1e-4)
-    assert ("all of training's change kept" in events_said(summary)) is all_kept_does_better
+    said = blend_in_words(summary["blend"], summary["blend_scores"])
+    assert ("all of training's change kept" in said) is all_kept_does_better
     if all_kept_does_better:        # a blend given is used as given, even where keeping all scores better
         told = run(tmp_path / "told.pt", blend=0.5)
         assert told["blend"] == 0.5 and not told["blend_scores"]
-
-
-def events_said(summary: dict) -> str:
-    from napari_iog.training.events import blend_in_words
-
-    return blend_in_words(summary["blend"], summary["blend_scores"])
 
 
 def test_cancel_keeps_a_valid_checkpoint_and_resume_continues_to_the_same_weights(tiny_base, tmp_path):
