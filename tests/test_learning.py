@@ -121,6 +121,38 @@ def test_a_blending_learner_swaps_in_the_weights_halfway_and_keeps_training_the_
     assert all(torch.equal(v, learner.candidate.state_dict()[k]) for k, v in trained.items())   # not blended itself
 
 
+def test_a_choosing_learner_offers_all_it_learned_only_where_that_scores_better_than_halfway(monkeypatch):
+    learner = Learner(tiny_network(), quick_settings(blend=None, min_gain=0.01))
+    for key in range(4):
+        learner.add(scene_object(key, seed=key))
+    assert learner.train(steps=1) == 1
+    scores = {"base": 0.80, "in use": 0.80, 0.5: 0.86, 1.0: 0.865}
+    offered = []
+
+    def fake_offered(share):
+        offered.append(share)
+        return share                                           # the share stands in for the model
+
+    def fake_miou(cache, model, objects):
+        return scores["base" if cache == "base" else "in use"] if cache else scores[model]
+
+    monkeypatch.setattr(learner, "_offered", fake_offered)
+    monkeypatch.setattr(learner, "_miou", fake_miou)
+    report = learner.check()                                   # all of it is better, by less than the margin
+    assert offered == [0.5, 1.0] and report.swapped and learner.in_use == 0.5
+    assert report.in_use_blend == 0.5 and report.candidate_miou == 0.86
+    scores.update({"in use": 0.86, 1.0: 0.95})
+    report = learner.check()
+    assert report.swapped and learner.in_use == 1.0 and report.in_use_blend == 1.0 and report.in_use_miou == 0.95
+    scores.update({"in use": 0.70, "base": 0.90, 0.5: 0.6, 1.0: 0.6})
+    report = learner.check()                                   # back to the base: nothing learned in use
+    assert report.swapped and report.in_use_blend == 0.0 and report.learned_from == 0
+    learner.settings.blend = 0.5
+    offered.clear()
+    learner.check()
+    assert offered == [0.5]                                    # a set blend is the only one scored
+
+
 def test_the_learner_trains_a_copy_and_leaves_the_base_and_the_model_in_use_alone():
     network = tiny_network()
     original = {k: v.clone() for k, v in network.state_dict().items()}

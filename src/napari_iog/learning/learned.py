@@ -42,4 +42,5 @@ def learned_card(base_name: str, base_card: dict[str, Any], report: LearnReport,
                                                   if k in base_card},
             "learned_while_annotating": {"objects": report.learned_from, "held_out_objects": report.held_out,
                                          "miou@3_base": report.base_miou, "miou@3_learned": report.in_use_miou,
-                                         "steps": report.steps, "settings": asdict(settings)}}
+                                         "blend": report.in_use_blend, "steps": report.steps,
+                                         "settings": asdict(settings)}}

@@ -4,7 +4,8 @@ A :class:`Learner` keeps three copies of a network: the **base** it started from
 **in use** (what the annotator predicts with) and a **candidate** that trains on the pool's
 learnable objects (AdamW, BatchNorm frozen, augmentation and simulated corrections as in
 ``napari-iog train``). :meth:`Learner.check` scores the candidate (its weights halfway back to the
-base by default, ``LearnSettings.blend``) and the model in use on the newest committed objects,
+base by default, ``LearnSettings.blend``; with ``blend`` None, halfway or all that it learned,
+whichever does better, as a fine-tune chooses) and the model in use on the newest committed objects,
 which neither has learned from, and the candidate becomes the model in use only when it does
 better there: the user's model never gets worse on those objects.
 
@@ -29,7 +30,7 @@ from torch import nn
 from ..evaluation.clicks import initial_clicks
 from ..evaluation.metrics import iou
 from ..models import IOGRefineNetwork
-from ..training.config import FINETUNE_BLEND, FINETUNE_COARSE_WEIGHT, FINETUNE_LR
+from ..training.config import FINETUNE_BLEND, FINETUNE_COARSE_WEIGHT, FINETUNE_LR, KEEP_ALL_MARGIN
 from ..training.corrections import simulate_corrections
 from ..training.data import InstanceDataset
 from ..training.loop import batch_loss, blended_weights, freeze, set_train_mode
@@ -63,8 +64,9 @@ class LearnSettings:
     seconds_per_object: float = 5.0
     #: the share of what the candidate learned that a check scores and swaps in: base + blend x
     #: (trained - base), as a fine-tune saves (``TrainConfig.blend``); the candidate trains on unblended.
+    #: None: each check scores halfway and all, and offers all where it is better by ``KEEP_ALL_MARGIN``.
     #: Halfway lost less than keeping all in simulated sessions (docs/benchmarks.md)
-    blend: float = FINETUNE_BLEND
+    blend: float | None = FINETUNE_BLEND
     seed: int = 0
 
 
@@ -82,6 +84,7 @@ class LearnReport:
     swapped: bool
     steps: int                      # training steps so far
     version: int                    # how many times the model in use was replaced
+    in_use_blend: float = 0.0       # the share of what the learner learned that the model in use keeps
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +118,7 @@ class Learner:
         self.steps = 0
         self.version = 0
         self.learned_from = 0
+        self.in_use_blend = 0.0
         self._scores: dict[tuple[str, Hashable], float] = {}
 
     # --- the pool --------------------------------------------------------------------------------
@@ -181,29 +185,39 @@ class Learner:
         enough = len(held) >= self.pool.min_held_out
         base = self._miou("base", self.base, held)
         in_use = self._miou(f"in use {self.version}", self.in_use, held)
-        offered = self._offered() if self.steps and held else None
-        candidate = self._miou(None, offered, held) if offered is not None else None
+        offered, candidate, share = self._best_offer(held) if self.steps and held else (None, None, None)
         gain = self.settings.min_gain
         swapped = False
         if enough and candidate is not None and candidate > max(in_use, base) + gain:
-            self.in_use, in_use = offered, candidate
+            self.in_use, in_use, self.in_use_blend = offered, candidate, share
             self.learned_from = sum(o.trained for o in self.pool.objects())
             swapped = True
         elif enough and self.learned_from and base > in_use + gain:
-            self.in_use, in_use = copy.deepcopy(self.base), base
+            self.in_use, in_use, self.in_use_blend = copy.deepcopy(self.base), base, 0.0
             self.learned_from = 0
             swapped = True
         if swapped:
             self.version += 1
         return LearnReport(len(self.pool), self.learned_from, len(held), base, in_use, candidate, swapped,
-                           self.steps, self.version)
+                           self.steps, self.version, self.in_use_blend)
 
-    def _offered(self) -> nn.Module:
-        """A copy of the candidate as a check scores it (blended back toward the base by ``blend``)."""
+    def _best_offer(self, held: list[LearnedObject]) -> tuple[nn.Module, float, float]:
+        """The candidate as a check offers it, its score and the share of its change it keeps:
+        ``blend``'s, or (``blend`` None) halfway unless all of it scores ``KEEP_ALL_MARGIN`` better."""
+        shares = (FINETUNE_BLEND, 1.0) if self.settings.blend is None else (self.settings.blend,)
+        best = None
+        for share in shares:
+            offered = self._offered(share)
+            score = self._miou(None, offered, held)
+            if best is None or score >= best[1] + KEEP_ALL_MARGIN:
+                best = (offered, score, share)
+        return best
+
+    def _offered(self, share: float) -> nn.Module:
+        """A copy of the candidate blended back toward the base: base + share x (candidate - base)."""
         offered = copy.deepcopy(self.candidate).eval()
-        if self.settings.blend != 1.0:
-            offered.load_state_dict(blended_weights(self.base.state_dict(), self.candidate.state_dict(),
-                                                    self.settings.blend))
+        if share != 1.0:
+            offered.load_state_dict(blended_weights(self.base.state_dict(), self.candidate.state_dict(), share))
         return offered
 
     def in_use_state(self) -> dict[str, torch.Tensor]:
