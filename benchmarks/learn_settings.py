@@ -53,7 +53,9 @@ def main(argv=None) -> int:
         result = simulate(load_model(zoo.resolve(zoo.DEFAULT_MODEL)), instances, settings,
                           learn_steps=args.steps, warmup=args.warmup, commit=args.commit)
         after = result["after_warmup"]
-        results["settings"][text] = {**after, "swaps": result.get("swaps"),
+        # the objects after whose check the candidate trained at the unseen-domain rate (UNSEEN_LR)
+        faster = sum(row["report"]["lr"] != settings.lr for row in result["objects"])
+        results["settings"][text] = {**after, "swaps": result.get("swaps"), "objects_at_unseen_lr": faster,
                                      "seconds": round(time.perf_counter() - started)}
         print(text, results["settings"][text], flush=True)
         out.write_text(json.dumps(results, indent=1))     # after each setting: a stopped run keeps those done

@@ -153,6 +153,25 @@ def test_a_choosing_learner_offers_all_it_learned_only_where_that_scores_better_
     assert offered == [0.5]                                    # a set blend is the only one scored
 
 
+
+def test_the_learner_trains_faster_while_the_base_scores_badly_on_the_newest_objects(monkeypatch):
+    """A fine-tune's rate rule: 1e-3 while the base scores below 0.6 on the held-out objects (a
+    domain it has not learnt), the usual rate once it scores above, and neither before there are
+    enough objects to tell; the report says the rate the candidate trains at."""
+    learner = Learner(tiny_network(), quick_settings(lr=1e-4, min_held_out=2))
+    scores = {"base": 0.45}
+    monkeypatch.setattr(learner, "_miou", lambda cache, model, objects: scores["base"] if objects else None)
+    rate = lambda: learner.optimizer.param_groups[0]["lr"]
+    learner.add(scene_object(0))
+    assert learner.check().lr == rate() == 1e-4                # too few objects held out to judge the base
+    for key in range(1, 4):
+        learner.add(scene_object(key, seed=key))
+    assert learner.check().lr == rate() == 1e-3
+    scores["base"] = 0.85
+    assert learner.check().lr == rate() == 1e-4
+    learner.settings.unseen_lr, scores["base"] = None, 0.45
+    assert learner.check().lr == rate() == 1e-4
+
 def test_the_learner_trains_a_copy_and_leaves_the_base_and_the_model_in_use_alone():
     network = tiny_network()
     original = {k: v.clone() for k, v in network.state_dict().items()}

@@ -149,7 +149,8 @@ class _TrainingReport:
                   f"{data['images']} images ({data['skipped_small']} too small skipped, {data['touching_border']} "
                   f"touching the border kept, {data['empty_images']} images without labels); "
                   f"{event.validation_objects} held-out objects ({self.how}); {event.total_steps} steps, "
-                  f"amp {event.amp}" + (f"; resuming at step {event.resumed_from}" if event.resumed_from else ""),
+                  f"{event.optimizer} lr {event.lr:g}, amp {event.amp}"
+                  + (f"; resuming at step {event.resumed_from}" if event.resumed_from else ""),
                   file=sys.stderr)
             self.bar = _bar(event.total_steps, "train", unit="step", initial=event.resumed_from)
         elif isinstance(event, ev.StepDone) and self.bar is not None:

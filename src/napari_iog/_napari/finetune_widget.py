@@ -22,7 +22,7 @@ from .. import zoo
 from ..models import ARCHITECTURES
 from ..models.checkpoint import state_path
 from ..training import events
-from ..training.config import TrainConfig
+from ..training.config import FINETUNE_LR, UNSEEN_BELOW, UNSEEN_LR, TrainConfig
 from .annotator_widget import open_annotator_widget
 from .layers import image_layer_names, labels_layer_names
 from .layout import available_devices, make_compact, share_dock, wrap_text
@@ -121,8 +121,11 @@ class FineTuneWidget(Container):
                                label="train for")
         length_row.margins = (0, 0, 0, 0)
         self.lr = LineEdit(label="learning rate", value="auto",
-                           tooltip="AdamW learning rate; auto: 1e-4, with the coarse outputs weighed 0.1 and the "
-                                   "saved weights halfway back to the base's when adapting a trained model "
+                           tooltip=f"AdamW learning rate; auto, when adapting a trained model: "
+                                   f"{FINETUNE_LR['adamw']:g}, or {UNSEEN_LR:g} where it scores below "
+                                   f"{UNSEEN_BELOW} on the held-out objects before training (a domain it has "
+                                   "not learnt), with the coarse outputs weighed 0.1 and the saved "
+                                   "weights halfway back to the base's unless keeping all scores better "
                                    "(measured: docs/benchmarks.md)")
         self.batch_size = SpinBox(label="batch size", min=1, max=256, value=4)
         self.device = ComboBox(label="device", choices=available_devices(), value="auto")

@@ -30,7 +30,14 @@ from torch import nn
 from ..evaluation.clicks import initial_clicks
 from ..evaluation.metrics import iou
 from ..models import IOGRefineNetwork
-from ..training.config import FINETUNE_BLEND, FINETUNE_COARSE_WEIGHT, FINETUNE_LR, KEEP_ALL_MARGIN
+from ..training.config import (
+    FINETUNE_BLEND,
+    FINETUNE_COARSE_WEIGHT,
+    FINETUNE_LR,
+    KEEP_ALL_MARGIN,
+    UNSEEN_BELOW,
+    UNSEEN_LR,
+)
 from ..training.corrections import simulate_corrections
 from ..training.data import InstanceDataset
 from ..training.loop import batch_loss, blended_weights, freeze, set_train_mode
@@ -43,12 +50,15 @@ BAND_SHARE, BAND_MIN = 0.05, 2
 @dataclass
 class LearnSettings:
     """How the learner trains: ``napari-iog train``'s optimizer (AdamW, BatchNorm frozen) and
-    simulated corrections, on small batches, at a constant rate. ``lr`` and ``coarse_weight`` are
-    a fine-tune's (``training.config.FINETUNE_LR``, ``FINETUNE_COARSE_WEIGHT``), chosen on 200-step
-    runs; the simulated sessions of docs/benchmarks.md ("Learning while annotating") say what
-    they do here (1e-4 and the earlier 3e-4 level there)."""
+    simulated corrections, on small batches, at a constant rate. ``lr``, ``unseen_lr`` and
+    ``coarse_weight`` are a fine-tune's (``training.config.FINETUNE_LR``, ``UNSEEN_LR``,
+    ``FINETUNE_COARSE_WEIGHT``), chosen on 200-step runs; the simulated sessions of
+    docs/benchmarks.md ("Learning while annotating") say what they do here."""
 
     lr: float = FINETUNE_LR["adamw"]
+    #: the rate while the base scores below ``UNSEEN_BELOW`` on the held-out objects (a domain it has not
+    #: learnt), as a fine-tune's (``training.config.UNSEEN_LR``); None: ``lr`` throughout
+    unseen_lr: float | None = UNSEEN_LR
     #: the coarse outputs' weight in the loss (1: the published loss)
     coarse_weight: float = FINETUNE_COARSE_WEIGHT
     batch_size: int = 4
@@ -86,6 +96,7 @@ class LearnReport:
     steps: int                      # training steps so far
     version: int                    # how many times the model in use was replaced
     in_use_blend: float = 0.0       # the share of what the learner learned that the model in use keeps
+    lr: float | None = None         # the rate the candidate trains at from this check on
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -199,8 +210,16 @@ class Learner:
             swapped = True
         if swapped:
             self.version += 1
+        if enough:
+            self._set_rate(base)
         return LearnReport(len(self.pool), self.learned_from, len(held), base, in_use, candidate, swapped,
-                           self.steps, self.version, self.in_use_blend)
+                           self.steps, self.version, self.in_use_blend, self.optimizer.param_groups[0]["lr"])
+
+    def _set_rate(self, base_miou: float) -> None:
+        """A fine-tune's rate rule, on the newest objects: faster while the base has not learnt them."""
+        unseen = self.settings.unseen_lr is not None and base_miou < UNSEEN_BELOW
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.settings.unseen_lr if unseen else self.settings.lr
 
     def _best_offer(self, held: list[LearnedObject]) -> tuple[nn.Module, float, float]:
         """The candidate as a check offers it, its score and the share of its change it keeps:

@@ -22,6 +22,11 @@ DEFAULT_LR = {"adamw": 1e-4, "sgd": 1e-8}     # sgd: the published value, for th
 #: AdamW at 1e-4 (the rate it was trained at) was the only rate of 3e-5, 1e-4 and 3e-4 that needed
 #: fewer clicks on all of ssTEM, CVPPP and DSB2018 (3e-4 lost DSB2018's first clicks)
 FINETUNE_LR = {"adamw": 1e-4, "sgd": 1e-8}
+#: ... and AdamW at UNSEEN_LR where the base has not learnt the domain: its mIoU@3 on the run's held-out
+#: objects before training is below UNSEEN_BELOW (stage-11 default, 200 steps of 4: CWFID field plants, 0.46
+#: before, went to 0.879 / 6.3 clicks on 60 other objects at 1e-3 against 0.802 / 11.9 at 1e-4; MoNuSeg, 0.72
+#: before, gained nothing from 3e-4 or 1e-3; ssTEM, CVPPP and DSB2018 score 0.80-0.88 before)
+UNSEEN_LR, UNSEEN_BELOW = 1e-3, 0.6
 FINETUNE_COARSE_WEIGHT = 0.1
 #: the share of a fine-tune's change that the saved model keeps (WiSE-FT): halfway back to the base
 #: was the only setting measured that was worse than the default on none of ssTEM, CVPPP, DSB2018
@@ -63,7 +68,9 @@ class TrainConfig:
     epochs: int = option(10, "passes over the training objects (10)")
     steps: int | None = option(None, "optimizer steps (overrides --epochs)")
     lr: float | None = option(None, "learning rate (AdamW: 1e-4, from trained weights as from random "
-                              "weights; SGD 1e-8 as published)")
+                              f"weights, but {UNSEEN_LR:g} from trained weights that score below {UNSEEN_BELOW} mIoU@3 "
+                              "on the held-out objects before training, a domain they have not learnt; SGD 1e-8 "
+                              "as published)")
     optimizer: str = option("adamw", "adamw (default) or sgd (the published recipe)", choices=OPTIMIZERS)
     weight_decay: float | None = option(None, "weight decay (AdamW 1e-2, SGD 5e-4)")
     momentum: float = option(0.9, "SGD momentum (0.9)")

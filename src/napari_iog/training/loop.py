@@ -6,9 +6,11 @@ summed loss) or AdamW (the default: it adapts in far fewer steps, which is what 
 a few annotated objects needs). Linear warm-up then cosine decay; bf16 autocast on CUDA;
 gradient accumulation; an optional frozen backbone (only the heads learn: fast on a CPU).
 Fine-tuning trained weights has its own defaults, by measurement (``FINETUNE_LR``,
-``FINETUNE_COARSE_WEIGHT``, ``FINETUNE_BLEND``): AdamW at 1e-4, the coarse outputs weighed 0.1,
-and the saved model halfway between the base's weights and the trained ones (``blend``), unless
-the held-out objects score the trained ones better by ``KEEP_ALL_MARGIN`` at the end.
+``FINETUNE_COARSE_WEIGHT``, ``FINETUNE_BLEND``): AdamW at 1e-4 (``UNSEEN_LR``, 1e-3, where the base
+scores below ``UNSEEN_BELOW`` on the held-out objects before training: a domain it has not learnt),
+the coarse outputs weighed 0.1, and the saved model halfway between the base's weights and the
+trained ones (``blend``), unless the held-out objects score the trained ones better by
+``KEEP_ALL_MARGIN`` at the end.
 
 Validation: the held-out objects are segmented by :class:`~napari_iog.predictor.IOGPredictor`
 with the simulated user's three clicks (mIoU@3), before training and after every epoch.
@@ -57,6 +59,8 @@ from .config import (
     FINETUNE_COARSE_WEIGHT,
     FINETUNE_LR,
     KEEP_ALL_MARGIN,
+    UNSEEN_BELOW,
+    UNSEEN_LR,
     TrainConfig,
     TrainingError,
 )
@@ -254,7 +258,20 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
     # oneDNN's channels_last convolutions: a step of the default's recipe 1.3x faster on a CPU (benchmarks.md)
     model.to(device, memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
+    state = torch.load(state_file, map_location="cpu", weights_only=True) \
+        if config.resume and state_file.is_file() else None
+    start = time.perf_counter()
+    # the base's held-out score comes first: it sets a fine-tune's rate (a resumed run's optimizer keeps its own)
+    if state is not None:
+        val_before = state["val_before"]
+    else:
+        val_before = validate(model, val_instances, device) if rank == 0 else None
+        if world > 1:
+            dist.barrier()
     lr = config.lr if config.lr is not None else (FINETUNE_LR if fine_tune else DEFAULT_LR)[config.optimizer]
+    if config.lr is None and fine_tune and config.optimizer == "adamw" and _any_rank(
+            rank == 0 and val_before is not None and val_before < UNSEEN_BELOW, world, device):
+        lr = UNSEEN_LR
     coarse_weight = config.coarse_weight if config.coarse_weight is not None else \
         FINETUNE_COARSE_WEIGHT if fine_tune else 1.0
     share = config.blend if config.blend is not None else FINETUNE_BLEND if fine_tune else 1.0
@@ -278,16 +295,15 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
 
     history: dict[str, list] = {"loss": [], "val": []}
-    step, val_before, seconds_before = 0, None, 0.0
-    if config.resume and state_file.is_file():
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
+    step, seconds_before = 0, 0.0
+    if state is not None:
         if state["arch"] != model.arch or state["total_steps"] != total:
             raise TrainingError(f"{state_file} is a run of {state['arch']} for {state['total_steps']} steps; this "
                                 f"one is {model.arch} for {total}: use the same settings, or drop --resume")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        step, history, val_before = int(state["step"]), state["history"], state["val_before"]
+        step, history = int(state["step"]), state["history"]
         seconds_before = float(state.get("seconds", 0.0))
     resumed_from = step
 
@@ -342,9 +358,7 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
                      "history": history, "val_before": val_before, "seconds": elapsed}, state_file)
         emit(CheckpointSaved(str(out), step, status))
 
-    start = time.perf_counter()
-    if step == 0 and val_instances:
-        val_before = run_validation()
+    if state is None and val_instances:
         history["val"].append([0, val_before])
         emit(Validated(0, 0, val_before))
 
