@@ -151,6 +151,14 @@ def test_a_choosing_learner_offers_all_it_learned_only_where_that_scores_better_
     offered.clear()
     learner.check()
     assert offered == [0.5]                                    # a set blend is the only one scored
+    learner.settings.blend, learner.settings.keep_all_where_unseen = None, True
+    offered.clear()
+    learner.check()
+    assert offered == [0.5, 1.0]                               # the base knows the domain: both scored
+    scores["base"] = 0.45
+    offered.clear()
+    learner.check()
+    assert offered == [1.0]                                    # it does not: all that was learned
 
 
 

@@ -78,6 +78,8 @@ class LearnSettings:
     #: Choosing did as well as halfway where the default trained (CVPPP, ssTEM) and saved 1.6 clicks
     #: an object more on field plants it never saw (docs/benchmarks.md, "Learning while annotating")
     blend: float | None = None
+    #: with ``blend`` None: offer all it learned, not halfway, while the base scores below ``UNSEEN_BELOW``
+    keep_all_where_unseen: bool = False
     seed: int = 0
 
 
@@ -197,7 +199,8 @@ class Learner:
         enough = len(held) >= self.pool.min_held_out
         base = self._miou("base", self.base, held)
         in_use = self._miou(f"in use {self.version}", self.in_use, held)
-        offered, candidate, share = self._best_offer(held) if self.steps and held else (None, None, None)
+        unseen = enough and base is not None and base < UNSEEN_BELOW
+        offered, candidate, share = self._best_offer(held, unseen) if self.steps and held else (None, None, None)
         gain = self.settings.min_gain
         swapped = False
         if enough and candidate is not None and candidate > max(in_use, base) + gain:
@@ -211,20 +214,23 @@ class Learner:
         if swapped:
             self.version += 1
         if enough:
-            self._set_rate(base)
+            self._set_rate(unseen)
         return LearnReport(len(self.pool), self.learned_from, len(held), base, in_use, candidate, swapped,
                            self.steps, self.version, self.in_use_blend, self.optimizer.param_groups[0]["lr"])
 
-    def _set_rate(self, base_miou: float) -> None:
+    def _set_rate(self, unseen: bool) -> None:
         """A fine-tune's rate rule, on the newest objects: faster while the base has not learnt them."""
-        unseen = self.settings.unseen_lr is not None and base_miou < UNSEEN_BELOW
+        fast = unseen and self.settings.unseen_lr is not None
         for group in self.optimizer.param_groups:
-            group["lr"] = self.settings.unseen_lr if unseen else self.settings.lr
+            group["lr"] = self.settings.unseen_lr if fast else self.settings.lr
 
-    def _best_offer(self, held: list[LearnedObject]) -> tuple[nn.Module, float, float]:
+    def _best_offer(self, held: list[LearnedObject], unseen: bool = False) -> tuple[nn.Module, float, float]:
         """The candidate as a check offers it, its score and the share of its change it keeps:
-        ``blend``'s, or (``blend`` None) halfway unless all of it scores ``KEEP_ALL_MARGIN`` better."""
+        ``blend``'s, or (``blend`` None) halfway unless all of it scores ``KEEP_ALL_MARGIN`` better
+        (all of it on a domain the base has not learnt, with ``keep_all_where_unseen``)."""
         shares = (FINETUNE_BLEND, 1.0) if self.settings.blend is None else (self.settings.blend,)
+        if unseen and self.settings.blend is None and self.settings.keep_all_where_unseen:
+            shares = (1.0,)
         best = None
         for share in shares:
             offered = self._offered(share)
