@@ -159,6 +159,7 @@ def main(argv=None) -> int:
                 summary = train(config, pairs, val_pairs)
                 seconds = time.perf_counter() - started
                 runs[text] = {**scores(str(out)), "train_seconds": round(seconds, 1), "blend": summary["blend"],
+                              "lr": summary["lr"], "val_miou_before": summary["val_miou_before"],
                               **({"blend_scores": summary["blend_scores"]} if summary["blend_scores"] else {})}
                 print(domain, text, runs[text], flush=True)
                 for share in args.blends:

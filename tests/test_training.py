@@ -257,7 +257,7 @@ def test_a_fine_tune_trains_faster_where_the_base_has_not_learnt_the_domain(tiny
     started = [e for e in events if isinstance(e, TrainingStarted)]
     first_step = next(e for e in events if isinstance(e, StepDone))
     assert summary["val_miou_before"] == before
-    assert started[0].lr == load_model(out).card["lr"] == rate
+    assert started[0].lr == load_model(out).card["lr"] == summary["lr"] == rate
     assert first_step.lr == pytest.approx(rate * loop.lr_factor(1, 2, 0))
     told = tmp_path / "told.pt"
     train(quick_config(tiny_base, told, lr=5e-5, steps=1, correction_prob=0.0), scenes(2), scenes(1, 10))

@@ -85,6 +85,7 @@ class TrainingEnded:
     rank_digests: list[str] = field(default_factory=list)
     blend: float = 1.0              # the share of training's change the saved model keeps
     blend_scores: dict[str, float | None] = field(default_factory=dict)   # held-out mIoU@3 by share, when chosen
+    lr: float | None = None         # the rate the run trained at (a fine-tune's by its held-out score before)
 
     @property
     def blend_said(self) -> str:

@@ -450,7 +450,7 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
                           dataset.stats.to_dict(), len(val_instances), val_before, after, history["val"],
                           history["loss"][-1][1] if history["loss"] else None,
                           round(seconds_before + time.perf_counter() - start, 1), world, digests,
-                          handed_out.share, blend_scores)
+                          handed_out.share, blend_scores, lr)
     emit(ended)
     return asdict(ended)
 
