@@ -158,8 +158,9 @@ def test_the_status_says_when_the_run_kept_all_of_its_change(make_napari_viewer,
     widget.on_event(events.from_json('{"event": "end", "status": "complete", "out": "plants.pt", '
                                      '"arch": "iog-resnet18", "steps": 200, "total_steps": 200, '
                                      '"val_miou_before": 0.412, "val_miou_after": 0.805, "blend": 1.0, '
-                                     '"blend_scores": {"0.5": 0.741, "1": 0.805}}'))
+                                     '"blend_scores": {"0.5": 0.741, "1": 0.805}, "lr": 0.001}'))
     widget._finished(0)
+    assert widget.status.value.startswith("done at lr 0.001: ")     # the faster rate for a domain it got wrong
     assert "0.412 -> 0.805 (all of training's change kept: halfway back to the base scored 0.741)" in \
         widget.status.value
     assert not widget.worse and widget.use_button.text == USE_TEXT and widget.use_button.enabled

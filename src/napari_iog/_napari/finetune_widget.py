@@ -335,6 +335,8 @@ class FineTuneWidget(Container):
         if result is not None and exit_code in (0, events.CANCELLED_EXIT):
             complete = result.complete
             head = "done" if complete else f"cancelled at step {result.steps}"
+            if result.lr is not None:       # the rate the run picked from its held-out score, when auto
+                head += f" at lr {result.lr:g}"
             before, after = result.val_miou_before, result.val_miou_after
             self.status.value = (f"{head}: held-out mIoU@3 {fmt(before)} -> {fmt(after)}"
                                  f"{result.blend_said}; saved {self.out_path}")
