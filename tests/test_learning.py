@@ -151,7 +151,7 @@ def test_a_choosing_learner_offers_all_it_learned_only_where_that_scores_better_
     offered.clear()
     learner.check()
     assert offered == [0.5]                                    # a set blend is the only one scored
-    learner.settings.blend, learner.settings.keep_all_where_unseen = None, True
+    learner.settings.blend = None
     offered.clear()
     learner.check()
     assert offered == [0.5, 1.0]                               # the base knows the domain: both scored
@@ -159,6 +159,10 @@ def test_a_choosing_learner_offers_all_it_learned_only_where_that_scores_better_
     offered.clear()
     learner.check()
     assert offered == [1.0]                                    # it does not: all that was learned
+    learner.settings.keep_all_where_unseen = False
+    offered.clear()
+    learner.check()
+    assert offered == [0.5, 1.0]
 
 
 

@@ -79,7 +79,8 @@ class LearnSettings:
     #: an object more on field plants it never saw (docs/benchmarks.md, "Learning while annotating")
     blend: float | None = None
     #: with ``blend`` None: offer all it learned, not halfway, while the base scores below ``UNSEEN_BELOW``
-    keep_all_where_unseen: bool = False
+    #: (CWFID field plants: 7.2 clicks an object after 30, against 11.3 choosing, both at ``UNSEEN_LR``)
+    keep_all_where_unseen: bool = True
     seed: int = 0
 
 
