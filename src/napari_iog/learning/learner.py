@@ -4,8 +4,9 @@ A :class:`Learner` keeps three copies of a network: the **base** it started from
 **in use** (what the annotator predicts with) and a **candidate** that trains on the pool's
 learnable objects (AdamW, BatchNorm frozen, augmentation and simulated corrections as in
 ``napari-iog train``). :meth:`Learner.check` scores the candidate (halfway back to the base and
-all it learned, offering the better, as a fine-tune chooses; or the share ``LearnSettings.blend``
-says) and the model in use on the newest committed objects,
+all it learned, offering the better, as a fine-tune chooses, or all of it while the base scores
+below ``UNSEEN_BELOW`` there; or the share ``LearnSettings.blend`` says) and the model in use on
+the newest committed objects,
 which neither has learned from, and the candidate becomes the model in use only when it does
 better there: the user's model never gets worse on those objects.
 
@@ -50,7 +51,8 @@ BAND_SHARE, BAND_MIN = 0.05, 2
 @dataclass
 class LearnSettings:
     """How the learner trains: ``napari-iog train``'s optimizer (AdamW, BatchNorm frozen) and
-    simulated corrections, on small batches, at a constant rate. ``lr``, ``unseen_lr`` and
+    simulated corrections, on small batches, at a constant rate (``unseen_lr`` while the base gets
+    the newest objects wrong, ``lr`` otherwise). ``lr``, ``unseen_lr`` and
     ``coarse_weight`` are a fine-tune's (``training.config.FINETUNE_LR``, ``UNSEEN_LR``,
     ``FINETUNE_COARSE_WEIGHT``), chosen on 200-step runs; the simulated sessions of
     docs/benchmarks.md ("Learning while annotating") say what they do here."""
