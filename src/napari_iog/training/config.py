@@ -67,10 +67,10 @@ class TrainConfig:
                        f"(iog-resnet18, iog-refine-resnet101 ...) for random weights (default: {DEFAULT_BASE})")
     epochs: int = option(10, "passes over the training objects (10)")
     steps: int | None = option(None, "optimizer steps (overrides --epochs)")
-    lr: float | None = option(None, "learning rate (AdamW: 1e-4, from trained weights as from random "
-                              f"weights, but {UNSEEN_LR:g} from trained weights that score below {UNSEEN_BELOW} mIoU@3 "
-                              "on the held-out objects before training, a domain they have not learnt; SGD 1e-8 "
-                              "as published)")
+    lr: float | None = option(None, f"learning rate (AdamW: {DEFAULT_LR['adamw']:g}, from trained weights as from "
+                              f"random weights, but {UNSEEN_LR:g} from trained weights that score below "
+                              f"{UNSEEN_BELOW} mIoU@3 on the held-out objects before training, a domain they have "
+                              "not learnt; SGD 1e-8 as published)")
     optimizer: str = option("adamw", "adamw (default) or sgd (the published recipe)", choices=OPTIMIZERS)
     weight_decay: float | None = option(None, "weight decay (AdamW 1e-2, SGD 5e-4)")
     momentum: float = option(0.9, "SGD momentum (0.9)")
