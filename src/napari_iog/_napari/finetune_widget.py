@@ -335,7 +335,7 @@ class FineTuneWidget(Container):
         if result is not None and exit_code in (0, events.CANCELLED_EXIT):
             complete = result.complete
             head = "done" if complete else f"cancelled at step {result.steps}"
-            if result.lr is not None:       # the rate the run picked from its held-out score, when auto
+            if result.lr is not None:       # with auto, the rate the run picked from its held-out score
                 head += f" at lr {result.lr:g}"
             before, after = result.val_miou_before, result.val_miou_after
             self.status.value = (f"{head}: held-out mIoU@3 {fmt(before)} -> {fmt(after)}"
