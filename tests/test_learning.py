@@ -165,7 +165,6 @@ def test_a_choosing_learner_offers_all_it_learned_only_where_that_scores_better_
     assert offered == [0.5, 1.0]
 
 
-
 def test_the_learner_trains_faster_while_the_base_scores_badly_on_the_newest_objects(monkeypatch):
     """A fine-tune's rate rule: 1e-3 while the base scores below 0.6 on the held-out objects (a
     domain it has not learnt), the usual rate once it scores above, and neither before there are
@@ -183,6 +182,7 @@ def test_the_learner_trains_faster_while_the_base_scores_badly_on_the_newest_obj
     assert learner.check().lr == rate() == 1e-4
     learner.settings.unseen_lr, scores["base"] = None, 0.45
     assert learner.check().lr == rate() == 1e-4
+
 
 def test_the_learner_trains_a_copy_and_leaves_the_base_and_the_model_in_use_alone():
     network = tiny_network()

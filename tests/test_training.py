@@ -240,7 +240,6 @@ def test_a_fine_tune_of_trained_weights_uses_the_measured_rate_and_loss_unless_t
     assert told["lr"] == 5e-5 and told["coarse_weight"] == 1.0 and told["blend"] == 1.0
 
 
-
 @pytest.mark.parametrize("before, rate", [(0.45, 1e-3), (0.75, 1e-4)])
 def test_a_fine_tune_trains_faster_where_the_base_has_not_learnt_the_domain(tiny_base, tmp_path, monkeypatch,
                                                                             before, rate):
@@ -262,6 +261,7 @@ def test_a_fine_tune_trains_faster_where_the_base_has_not_learnt_the_domain(tiny
     told = tmp_path / "told.pt"
     train(quick_config(tiny_base, told, lr=5e-5, steps=1, correction_prob=0.0), scenes(2), scenes(1, 10))
     assert load_model(told).card["lr"] == 5e-5
+
 
 def test_a_fine_tune_saves_the_weights_halfway_between_the_base_and_the_trained_ones(tiny_base, tmp_path):
     """WiSE-FT: the saved model is base + 0.5 x (trained - base), and validation scores that model."""

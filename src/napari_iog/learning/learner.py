@@ -36,8 +36,8 @@ from ..training.config import (
     FINETUNE_COARSE_WEIGHT,
     FINETUNE_LR,
     KEEP_ALL_MARGIN,
-    UNSEEN_BELOW,
     UNSEEN_LR,
+    has_not_learnt,
 )
 from ..training.corrections import simulate_corrections
 from ..training.data import InstanceDataset
@@ -202,7 +202,7 @@ class Learner:
         enough = len(held) >= self.pool.min_held_out
         base = self._miou("base", self.base, held)
         in_use = self._miou(f"in use {self.version}", self.in_use, held)
-        unseen = enough and base is not None and base < UNSEEN_BELOW
+        unseen = enough and has_not_learnt(base)
         offered, candidate, share = self._best_offer(held, unseen) if self.steps and held else (None, None, None)
         gain = self.settings.min_gain
         swapped = False

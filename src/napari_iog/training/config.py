@@ -42,6 +42,12 @@ AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 DEFAULT_MIN_AREA = 64
 
 
+def has_not_learnt(held_out_miou: float | None) -> bool:
+    """The rate rule's test (fine-tune and learner alike): a base that scores below ``UNSEEN_BELOW``
+    mIoU@3 on held-out objects has not learnt their domain."""
+    return held_out_miou is not None and held_out_miou < UNSEEN_BELOW
+
+
 class TrainingError(RuntimeError):
     """A training run that cannot start (bad data, bad base model, a resume that does not fit)."""
 

@@ -59,10 +59,10 @@ from .config import (
     FINETUNE_COARSE_WEIGHT,
     FINETUNE_LR,
     KEEP_ALL_MARGIN,
-    UNSEEN_BELOW,
     UNSEEN_LR,
     TrainConfig,
     TrainingError,
+    has_not_learnt,
 )
 from .corrections import batch_sizes, correction_map_weights, network_input, simulate_corrections
 from .data import InstanceDataset, Pair, validation_instances
@@ -198,6 +198,14 @@ def validate(model: nn.Module, instances, device: torch.device) -> float | None:
 
 # --- distributed ----------------------------------------------------------------------------------
 
+def _validate_on_rank0(model: nn.Module, instances, device: torch.device, rank: int, world: int) -> float | None:
+    """Rank 0's held-out mIoU@3 (None on the others, which wait for it)."""
+    miou = validate(model, instances, device) if rank == 0 else None
+    if world > 1:
+        dist.barrier()
+    return miou
+
+
 def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
     if world == 1:
         return flag
@@ -262,15 +270,11 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
         if config.resume and state_file.is_file() else None
     start = time.perf_counter()
     # the base's held-out score comes first: it sets a fine-tune's rate (a resumed run's optimizer keeps its own)
-    if state is not None:
-        val_before = state["val_before"]
-    else:
-        val_before = validate(model, val_instances, device) if rank == 0 else None
-        if world > 1:
-            dist.barrier()
+    val_before = state["val_before"] if state is not None else \
+        _validate_on_rank0(model, val_instances, device, rank, world)
     lr = config.lr if config.lr is not None else (FINETUNE_LR if fine_tune else DEFAULT_LR)[config.optimizer]
     if config.lr is None and fine_tune and config.optimizer == "adamw" and _any_rank(
-            rank == 0 and val_before is not None and val_before < UNSEEN_BELOW, world, device):
+            rank == 0 and has_not_learnt(val_before), world, device):
         lr = UNSEEN_LR
     coarse_weight = config.coarse_weight if config.coarse_weight is not None else \
         FINETUNE_COARSE_WEIGHT if fine_tune else 1.0
@@ -328,10 +332,7 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
                          str(amp_dtype).replace("torch.", "") if amp_dtype else "off", lr, config.optimizer))
 
     def run_validation() -> float | None:
-        miou = validate(handed_out.model(), val_instances, device) if rank == 0 else None
-        if world > 1:
-            dist.barrier()
-        return miou
+        return _validate_on_rank0(handed_out.model(), val_instances, device, rank, world)
 
     def keep_all_if_better(halfway: float | None) -> float | None:
         """The end's held-out score, after keeping all of training's change where it does better."""
