@@ -100,6 +100,8 @@ def main(argv=None) -> int:
     parser.add_argument("--flip", action="store_true",
                         help="average the network's logits with those of the left-right mirrored input "
                              "(test-time augmentation: twice the work a click)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="the probability above which a pixel is the object (the predictor's: 0.5)")
     parser.add_argument("--cleaned", action="store_true",
                         help="score the cleaned mask the annotator writes (clicks enforced), not the raw output")
     args = parser.parse_args(argv)
@@ -124,7 +126,8 @@ def main(argv=None) -> int:
             network = model if args.correction_input_size is None else with_correction_input_size(
                 load_model(zoo.resolve(model)), args.correction_input_size or None)
             predictor = IOGPredictor(network, device="cpu", precision=args.precision,
-                                     backend="torch" if args.precision == "float32" else None, warmup=False)
+                                     backend="torch" if args.precision == "float32" else None, warmup=False,
+                                     threshold=args.threshold)
             if args.flip:
                 if predictor.is_refine:
                     raise SystemExit("--flip: plain IOG networks only (a refinement network takes click coordinates)")
@@ -136,7 +139,8 @@ def main(argv=None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"max_clicks": 20, "cleaned": args.cleaned, "precision": args.precision,
-                                         "flip": args.flip, "correction_input_size": args.correction_input_size,
+                                         "flip": args.flip, "threshold": args.threshold,
+                                         "correction_input_size": args.correction_input_size,
                                          "results": results}, indent=1))
     return 0
 
