@@ -50,6 +50,7 @@ from napari_iog.models import build_model, load_imagenet_weights, load_model, sa
 from napari_iog.models.mobilenet import load_mobilenet_imagenet
 from napari_iog.predictor import IOGPredictor
 from napari_iog.training import TrainConfig, bsds_pairs, cvppp_pairs, split_pairs, sstem_pairs, train
+from napari_iog.training.config import LOSSES
 from napari_iog.training.events import to_json
 from napari_iog.training.sources import (
     CCP_SOURCE,
@@ -193,6 +194,7 @@ def main(argv=None) -> int:
                         help="with --correction-maps: add the correction head (see napari-iog train --help)")
     parser.add_argument("--correction-maps", action="store_true",
                         help="widen the network to take the corrections as maps too (see napari-iog train --help)")
+    parser.add_argument("--loss", default="bce", choices=LOSSES, help="bce (as published) or nfl (RITM's)")
     parser.add_argument("--max-clicks", type=int, default=20)
     parser.add_argument("--data-root", type=Path, default=DATA)
     args = parser.parse_args(argv)
@@ -236,7 +238,7 @@ def main(argv=None) -> int:
                              half=args.half, correction_prob=args.correction_prob,
                              correction_rounds=args.correction_rounds, correction_maps=args.correction_maps,
                              correction_maps_only=args.correction_maps_only,
-                             correction_head=args.correction_head)
+                             correction_head=args.correction_head, loss=args.loss)
         summary = train(config, train_pairs, val_pairs,
                         on_event=lambda e: print(to_json(e), flush=True) if e.kind != "step"
                         or e.step % 50 == 0 else None,

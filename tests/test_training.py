@@ -199,6 +199,33 @@ def test_loss_and_schedule_are_as_published():
     assert lr_factor(55, 100, 10) == pytest.approx(0.5) and lr_factor(100, 100, 10) == pytest.approx(0.0)
 
 
+def test_the_normalised_focal_loss_gives_the_pixels_still_wrong_the_gradient():
+    target = torch.zeros(2, 1, 16, 16)
+    target[:, :, 4:12, 4:12] = 1
+    undecided = torch.zeros(2, 1, 16, 16)       # every pixel as wrong as every other: plain BCE
+    assert float(iog_loss(undecided, [undecided] * 4, target, loss="nfl")) == pytest.approx(
+        float(iog_loss(undecided, [undecided] * 4, target)), rel=1e-6)
+    logits = ((2 * target - 1) * 6).requires_grad_(True)     # right everywhere by a margin ...
+    wrong = (0, 0, 0, 0)
+    with torch.no_grad():
+        logits[wrong] = 6.0                                   # ... but one background pixel
+    gradients = {}
+    for loss in ("bce", "nfl"):
+        logits.grad = None
+        iog_loss(logits, [], target, coarse_weight=0, loss=loss).backward()
+        gradients[loss] = logits.grad.clone()
+    right = (0, 0, 8, 8)
+    # the wrong pixel's pull grows by orders of magnitude, the settled pixels' all but vanishes
+    assert gradients["nfl"][wrong] > 50 * gradients["bce"][wrong] > 0
+    assert abs(gradients["nfl"][right]) < 0.01 * abs(gradients["bce"][right])
+    # a pixel to leave out (-1) stays out
+    unknown = target.clone()
+    unknown[wrong] = -1
+    logits.grad = None
+    iog_loss(logits, [], unknown, coarse_weight=0, loss="nfl").backward()
+    assert logits.grad[wrong] == 0
+
+
 def test_a_few_steps_lower_the_loss_and_the_checkpoint_loads_and_predicts(tiny_base, tmp_path):
     events = []
     out = tmp_path / "tuned.pt"

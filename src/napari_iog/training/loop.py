@@ -59,6 +59,7 @@ from .config import (
     FINETUNE_COARSE_WEIGHT,
     FINETUNE_LR,
     KEEP_ALL_MARGIN,
+    NFL_GAMMA,
     UNSEEN_LR,
     TrainConfig,
     TrainingError,
@@ -90,16 +91,29 @@ def load_base(base: str, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def iog_loss(fine: torch.Tensor, coarse: Sequence[torch.Tensor], target: torch.Tensor,
-             coarse_weight: float = 1.0) -> torch.Tensor:
+             coarse_weight: float = 1.0, loss: str = "bce") -> torch.Tensor:
     """The published loss: per-pixel BCE with logits on all five outputs, summed over pixels,
     divided by the batch size. Pixels whose target is negative (unknown) are left out.
-    ``coarse_weight`` scales the four coarse outputs' terms (1: as published)."""
+    ``coarse_weight`` scales the four coarse outputs' terms (1: as published). ``loss="nfl"``
+    weighs each pixel's BCE by (1 - p_t)^2, normalised per sample to the same total weight as
+    plain BCE (RITM's normalised focal loss: the pixels still wrong get the gradient)."""
     weight = None
     if bool((target < 0).any()):
         weight, target = (target >= 0).float(), target.clamp(min=0)
 
+    def pixel_weight(output: torch.Tensor) -> torch.Tensor | None:
+        if loss == "bce":
+            return weight
+        with torch.no_grad():
+            p_true = torch.sigmoid(output.float()) * (2 * target - 1) + (1 - target)
+            focal = (1 - p_true) ** NFL_GAMMA
+            valid = torch.ones_like(focal) if weight is None else weight
+            focal = focal * valid
+            dims = tuple(range(1, focal.dim()))
+            return focal * valid.sum(dims, keepdim=True) / focal.sum(dims, keepdim=True).clamp(min=1e-6)
+
     def bce(output: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(output.float(), target, weight, reduction="sum")
+        return F.binary_cross_entropy_with_logits(output.float(), target, pixel_weight(output), reduction="sum")
 
     total = bce(fine)
     if coarse_weight:
@@ -108,14 +122,14 @@ def iog_loss(fine: torch.Tensor, coarse: Sequence[torch.Tensor], target: torch.T
 
 
 def batch_loss(model: nn.Module, batch: dict[str, torch.Tensor], refine: bool,
-               coarse_weight: float = 1.0) -> torch.Tensor:
+               coarse_weight: float = 1.0, loss: str = "bce") -> torch.Tensor:
     """The network on a training batch (refinement networks also take the click maps), scored
     by :func:`iog_loss`."""
     if refine:
         fine, coarse = model(batch["x"], batch["clicks"], return_coarse=True)
     else:
         fine, coarse = model(network_input(model, batch["x"]), return_coarse=True, **batch_sizes(model, batch))
-    return iog_loss(fine, coarse, batch["target"], coarse_weight)
+    return iog_loss(fine, coarse, batch["target"], coarse_weight, loss)
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -391,7 +405,7 @@ def _train(config, train_pairs, val_pairs, emit, should_stop, rank, world, devic
                         rng = np.random.default_rng([config.seed, step, micro % config.accumulate, rank])
                         if rng.random() < config.correction_prob:
                             simulate_corrections(module, batch, rng, config.correction_rounds)
-                    loss = batch_loss(model, batch, refine, coarse_weight)
+                    loss = batch_loss(model, batch, refine, coarse_weight, config.loss)
                 scaled = loss / config.accumulate
                 (scaler.scale(scaled) if scaler else scaled).backward()
             loss_sum += float(loss.detach()) / frame_pixels
