@@ -33,7 +33,7 @@ CACHE_ENV = "NAPARI_IOG_CACHE"
 CHECKSUMS_FILE = "checksums.json"   # sha256 recorded the first time a file is verified
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = "napari-iog-default"
-DEFAULT_SHA256 = "57865b85f15fc42da4d4a7e6faa2a4b53b7f7e9b860eb4e4848f773ca988c393"
+DEFAULT_SHA256 = "dae78d70beef423179838c4f3cf276be6371a03612f052810a11e9d3bd0126d3"
 #: Google Drive's download endpoint; a large file first answers with a page whose form confirms
 #: the download (Drive cannot scan it for viruses), which :func:`_download_drive` submits.
 DRIVE_DOWNLOAD_URL = "https://drive.google.com/uc"
