@@ -441,9 +441,11 @@ def test_plain_iog_networks_get_corrections_drawn_as_the_predictor_draws_them(lo
 
 
 def test_plain_iog_networks_learn_with_simulated_corrections(tiny_base, tmp_path):
+    """(with the normalised focal loss, which the other runs here leave at BCE)"""
     summary = train(quick_config(tiny_base, tmp_path / "out.pt", steps=2, correction_prob=1.0,
-                                 correction_rounds=2, val_objects=0), scenes(2))
+                                 correction_rounds=2, val_objects=0, loss="nfl"), scenes(2))
     assert summary["status"] == "complete" and np.isfinite(summary["final_loss"])
+    assert load_model(tmp_path / "out.pt").card["config"]["loss"] == "nfl"
 
 
 def test_bad_inputs_are_refused_clearly(tiny_base, tmp_path):
@@ -455,6 +457,8 @@ def test_bad_inputs_are_refused_clearly(tiny_base, tmp_path):
         train(quick_config("no-such-model", tmp_path / "x.pt"), scenes(1))
     with pytest.raises(TrainingError, match="optimizer"):
         train(quick_config(tiny_base, tmp_path / "x.pt", optimizer="adam"), scenes(1))
+    with pytest.raises(TrainingError, match="loss must be one of"):
+        train(quick_config(tiny_base, tmp_path / "x.pt", loss="focal"), scenes(1))
     assert not (tmp_path / "x.pt").exists()
 
 

@@ -125,10 +125,9 @@ class TrainConfig:
     half: bool = option(False, "store the weights as float16 (half the size)")
 
     def check(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise TrainingError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
-        if self.amp not in AMP_CHOICES:
-            raise TrainingError(f"amp must be one of {AMP_CHOICES}, not {self.amp!r}")
+        for name, known in (("optimizer", OPTIMIZERS), ("amp", AMP_CHOICES), ("loss", LOSSES)):
+            if getattr(self, name) not in known:
+                raise TrainingError(f"{name} must be one of {known}, not {getattr(self, name)!r}")
         for name in ("epochs", "batch_size", "accumulate"):
             if int(getattr(self, name)) < 1:
                 raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}")
