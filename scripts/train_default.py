@@ -194,7 +194,7 @@ def main(argv=None) -> int:
                         help="with --correction-maps: add the correction head (see napari-iog train --help)")
     parser.add_argument("--correction-maps", action="store_true",
                         help="widen the network to take the corrections as maps too (see napari-iog train --help)")
-    parser.add_argument("--loss", default="bce", choices=LOSSES, help="bce (as published) or nfl (RITM's)")
+    parser.add_argument("--loss", default="bce", choices=LOSSES, help="bce (as published), nfl (RITM's) or bce+nfl")
     parser.add_argument("--max-clicks", type=int, default=20)
     parser.add_argument("--data-root", type=Path, default=DATA)
     args = parser.parse_args(argv)

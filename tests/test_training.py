@@ -210,7 +210,7 @@ def test_the_normalised_focal_loss_gives_the_pixels_still_wrong_the_gradient():
     with torch.no_grad():
         logits[wrong] = 6.0                                   # ... but one background pixel
     gradients = {}
-    for loss in ("bce", "nfl"):
+    for loss in ("bce", "nfl", "bce+nfl"):
         logits.grad = None
         iog_loss(logits, [], target, coarse_weight=0, loss=loss).backward()
         gradients[loss] = logits.grad.clone()
@@ -218,6 +218,8 @@ def test_the_normalised_focal_loss_gives_the_pixels_still_wrong_the_gradient():
     # the wrong pixel's pull grows by orders of magnitude, the settled pixels' all but vanishes
     assert gradients["nfl"][wrong] > 50 * gradients["bce"][wrong] > 0
     assert abs(gradients["nfl"][right]) < 0.01 * abs(gradients["bce"][right])
+    # the mean of the two keeps half of BCE's pull on the settled pixels
+    assert torch.allclose(gradients["bce+nfl"], (gradients["bce"] + gradients["nfl"]) / 2, rtol=1e-5, atol=1e-12)
     # a pixel to leave out (-1) stays out
     unknown = target.clone()
     unknown[wrong] = -1

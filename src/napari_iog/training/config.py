@@ -16,7 +16,7 @@ from typing import Any
 from ..zoo import DEFAULT_MODEL as DEFAULT_BASE
 
 OPTIMIZERS = ("adamw", "sgd")
-LOSSES = ("bce", "nfl")
+LOSSES = ("bce", "nfl", "bce+nfl")
 NFL_GAMMA = 2.0     # RITM's
 DEFAULT_LR = {"adamw": 1e-4, "sgd": 1e-8}     # sgd: the published value, for the summed loss
 #: fine-tuning trained weights (docs/benchmarks.md, "Fine-tuning the default on one domain"): the
@@ -88,7 +88,7 @@ class TrainConfig:
                                          "them from pulling the shared trunk their way; 1, as published, from "
                                          "random weights)")
     loss: str = option("bce", "bce (as published) or nfl (each pixel's BCE weighed by (1 - p)^2 and normalised: "
-                       "RITM's normalised focal loss)", choices=LOSSES)
+                       "RITM's normalised focal loss) or bce+nfl (their mean)", choices=LOSSES)
     blend: float | None = option(None, "share of what training changed that the saved model keeps: its weights "
                                  "lie this far from the base's toward the trained ones (WiSE-FT; default when "
                                  "fine-tuning trained weights: 0.5, which keeps what the base knew, or 1 where "

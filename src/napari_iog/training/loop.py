@@ -96,7 +96,9 @@ def iog_loss(fine: torch.Tensor, coarse: Sequence[torch.Tensor], target: torch.T
     divided by the batch size. Pixels whose target is negative (unknown) are left out.
     ``coarse_weight`` scales the four coarse outputs' terms (1: as published). ``loss="nfl"``
     weighs each pixel's BCE by (1 - p_t)^2, normalised per sample to the same total weight as
-    plain BCE (RITM's normalised focal loss: the pixels still wrong get the gradient)."""
+    plain BCE (RITM's normalised focal loss: the pixels still wrong get the gradient);
+    ``loss="bce+nfl"`` is the mean of the two (the BCE's even pull on every pixel kept, half of it
+    moved to the pixels still wrong)."""
     weight = None
     if bool((target < 0).any()):
         weight, target = (target >= 0).float(), target.clamp(min=0)
@@ -110,7 +112,8 @@ def iog_loss(fine: torch.Tensor, coarse: Sequence[torch.Tensor], target: torch.T
             valid = torch.ones_like(focal) if weight is None else weight
             focal = focal * valid
             dims = tuple(range(1, focal.dim()))
-            return focal * valid.sum(dims, keepdim=True) / focal.sum(dims, keepdim=True).clamp(min=1e-6)
+            focal = focal * valid.sum(dims, keepdim=True) / focal.sum(dims, keepdim=True).clamp(min=1e-6)
+            return focal if loss == "nfl" else (focal + valid) / 2
 
     def bce(output: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(output.float(), target, pixel_weight(output), reduction="sum")
