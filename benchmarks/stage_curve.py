@@ -7,9 +7,9 @@ Each stage's figures are read from the ``correction_candidates.py`` results JSON
 (same 50 GrabCut, 100 Berkeley and 40 objects of each held-out domain, 20 clicks, float32). Stage 4
 is the first that trained the whole network with corrections; the steps are those trained since
 then along the chain of stages (a stage that is the mean of two checkpoints counts the later one's
-steps). For every set the script fits NoC@90 = a + b log2(steps) over the last four stages and
-says how many steps the goal would need if that line held, once over every stage (4-12) and once over
-the last two (the latest rate of gain): the "what it would take" of issue 25. Between stages 10 and 11
+steps). For every set the script fits NoC@90 = a + b log2(steps) and says how many steps the goal
+would need if that line held, once over every stage (4-12) and once over the last two (the latest
+rate of gain): the "what it would take" of issue 25. Between stages 10 and 11
 the corrections of large crops moved to 384 x 384 (no training; 0.2-0.3 of a click on the natural
 sets), and stages 9-12 are means of two checkpoints: both make the trend steeper than training alone.
 """
@@ -20,6 +20,8 @@ import argparse
 import json
 import math
 from pathlib import Path
+
+import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -55,19 +57,15 @@ def stage_table() -> dict[int, dict]:
 def steps_to_goal(table: dict[int, dict], name: str, last: int | None) -> dict:
     """Least squares of NoC@90 on log2(steps) over the ``last`` stages (all: None); the steps where
     that line meets the goal."""
-    points = [(math.log2(row["steps"]), row[name]["noc@90"]) for row in table.values() if name in row]
-    points = points[-last:] if last else points
-    mean_x = sum(x for x, _ in points) / len(points)
-    mean_y = sum(y for _, y in points) / len(points)
-    slope = (sum((x - mean_x) * (y - mean_y) for x, y in points)
-             / sum((x - mean_x) ** 2 for x, _ in points))
-    fit = {"clicks_per_doubling": round(-slope, 3), "last": points[-1][1], "goal": GOALS[name]}
-    if points[-1][1] <= GOALS[name]:
+    rows = [(math.log2(row["steps"]), row[name]["noc@90"]) for row in table.values() if name in row]
+    log_steps, clicks = np.array(rows[-last:] if last else rows).T
+    slope, intercept = np.polyfit(log_steps, clicks, 1)
+    fit = {"clicks_per_doubling": round(-float(slope), 3), "last": float(clicks[-1]), "goal": GOALS[name]}
+    if clicks[-1] <= GOALS[name]:
         return {**fit, "met": True}
     if slope >= 0:
         return {**fit, "met": False, "steps_needed": None}
-    x_goal = mean_x + (GOALS[name] - mean_y) / slope
-    return {**fit, "met": False, "steps_needed": round(2 ** x_goal, -3)}
+    return {**fit, "met": False, "steps_needed": round(2 ** ((GOALS[name] - intercept) / slope), -3)}
 
 
 def plot(table: dict[int, dict], fits: dict, path: Path) -> None:
