@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import tempfile
 import time
 from dataclasses import fields
@@ -126,6 +127,9 @@ def main(argv=None) -> int:
     parser.add_argument("--more-root", type=Path, default=None,
                         help=f"get-more.sh's folder, for the domains {' and '.join(UNSEEN)}")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "finetune-recipe.json")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep each run's weights (as training saved them) in this folder, as DOMAIN-N.pt "
+                             "for the Nth recipe, for a later look (noc_by_size.py --models)")
     args = parser.parse_args(argv)
     results: dict = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                      "date": time.strftime("%Y-%m-%d"), "base": zoo.DEFAULT_MODEL, "steps": args.steps,
@@ -150,7 +154,7 @@ def main(argv=None) -> int:
 
         runs = {"default": scores(zoo.DEFAULT_MODEL)}
         print(domain, "default", runs["default"], flush=True)
-        for text in args.recipes:
+        for index, text in enumerate(args.recipes, 1):
             with tempfile.TemporaryDirectory() as folder:
                 out = Path(folder) / "tuned.pt"
                 config = TrainConfig(out=str(out), steps=args.steps, batch_size=args.batch_size,
@@ -162,6 +166,9 @@ def main(argv=None) -> int:
                               "lr": summary["lr"], "val_miou_before": summary["val_miou_before"],
                               **({"blend_scores": summary["blend_scores"]} if summary["blend_scores"] else {})}
                 print(domain, text, runs[text], flush=True)
+                if args.keep:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(out, args.keep / f"{domain}-{index}.pt")
                 for share in args.blends:
                     name = f"{text}, blend {share:g}"
                     runs[name] = scores(blend(zoo.DEFAULT_MODEL, str(out), share))
