@@ -72,9 +72,14 @@ def training_part(domain: str, root: Path):
     return dsb_pairs(root / "dsb2018")[:60]
 
 
-def score(model, instances) -> dict:
+def simulate(model, instances) -> dict:
+    """The simulated user's run (20 clicks, the cleaned masks the annotator commits, float32 torch)."""
     predictor = IOGPredictor(model, device="cpu", precision="float32", warmup=False, backend="torch")
-    summary = evaluate(IOGMethod(predictor, postprocess=True), instances, max_clicks=20)["summary"]
+    return evaluate(IOGMethod(predictor, postprocess=True), instances, max_clicks=20)
+
+
+def score(model, instances) -> dict:
+    summary = simulate(model, instances)["summary"]
     return {"miou@3": round(summary["miou@3"], 4), "miou@5": round(summary["miou@5"], 4),
             "noc@90": summary["noc90"], "never@90": round(summary["never90"], 3),
             "worse": round(summary["worse_corrections"], 3)}

@@ -17,19 +17,21 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from napari_iog import geometry, zoo
-from napari_iog.evaluation import IOGMethod, evaluate
 from napari_iog.evaluation.metrics import iou
-from napari_iog.predictor import IOGPredictor
 from napari_iog.training import validation_instances
 from napari_iog.training.sources import held_out_domain
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from finetune_recipe import DATA, simulate  # noqa: E402
+from mask_offset import shifted  # noqa: E402
+
 #: object areas (pixels) the rows are grouped by
 SIZE_EDGES = (0, 200, 500, 1500, np.inf)
 
@@ -37,10 +39,8 @@ SIZE_EDGES = (0, 200, 500, 1500, np.inf)
 def one_pixel_out(mask: np.ndarray) -> dict[str, float]:
     """The IoU a mask one pixel off the truth scores: grown or shrunk all round, or shifted a column
     to the right (what leaves the image is lost, as it would be from a mask)."""
-    shifted = np.zeros_like(mask)
-    shifted[:, 1:] = mask[:, :-1]
     return {"grown": iou(ndimage.binary_dilation(mask), mask), "shrunk": iou(ndimage.binary_erosion(mask), mask),
-            "shifted": iou(shifted, mask)}
+            "shifted": iou(shifted(mask, 0, 1), mask)}
 
 
 def by_size(rows: list[dict], noc_all: float) -> list[dict]:
@@ -81,9 +81,7 @@ def main(argv=None) -> int:
         tolerance = [one_pixel_out(instance.mask) for instance in instances]
         results["domains"][domain] = {}
         for model in args.models:
-            predictor = IOGPredictor(zoo.resolve(model), device="cpu", precision="float32", warmup=False,
-                                     backend="torch")
-            scored = evaluate(IOGMethod(predictor, postprocess=True), instances, max_clicks=20)
+            scored = simulate(zoo.resolve(model), instances)
             rows = [{"area": int(instance.mask.sum()), "noc90": r["noc90"], "iou3": r["ious"][2],
                      "best": max(r["ious"]), "one_pixel": tol}
                     for instance, r, tol in zip(instances, scored["instances"], tolerance)]
